@@ -1,0 +1,43 @@
+//! The core vocabulary of wearflow and its domain-free differential operators.
+//!
+//! Everything above this crate speaks these types: logical time ([`Time`], event-time
+//! milliseconds), the difference type ([`Diff`]), view rows ([`Value`], [`Row`]) and their
+//! schemas ([`ViewSchema`]), and errors as data ([`ErrorRecord`]). No I/O lives here.
+//!
+//! ```text
+//!  (key, (event_ts, value))  ──► Window ──► WindowStats   count, sum, mean, stddev, min, max
+//!                                      └──► Trend         least-squares slope per hour
+//!  (key, (order_ts, value))  ──► LatestByKey              newest value per key, O(keys) state
+//!  latest(key) ⋈ latest(group) ─► Silence                 keys quiet while their group talks
+//!  (key, signed delta)       ──► Ledger                   running balance per key
+//! ```
+//!
+//! Operators are extension traits on differential collections, one per file, named by verb.
+
+pub mod error;
+pub mod latest_by_key;
+pub mod ledger;
+pub mod moments;
+pub mod silence;
+pub mod time;
+pub mod trend;
+pub mod value;
+pub mod window;
+pub mod window_stats;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use error::{Error, ErrorRecord};
+pub use latest_by_key::LatestByKey;
+pub use ledger::Ledger;
+pub use moments::Moments;
+pub use silence::Silence;
+pub use time::{Diff, Time};
+pub use trend::Trend;
+pub use value::{Column, ColumnType, Row, Value, ViewKind, ViewSchema};
+pub use window::Window;
+pub use window_stats::{Stats, WindowStats};
+
+/// A differential collection on wearflow's logical clock.
+pub type Collection<'scope, D, R = Diff> = differential_dataflow::VecCollection<'scope, Time, D, R>;
