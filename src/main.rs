@@ -1,1 +1,216 @@
-fn main() {}
+//! The `wearflow` command: run the engine, run the demo, or write simulator files.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use wearflow::config::{Config, SourceConfig};
+use wearflow::http::{self, AppState};
+use wearflow::metrics::Metrics;
+use wearflow::runtime;
+use wearflow_sinks::ServingStore;
+use wearflow_sources::{Simulator, SimulatorConfig, write_jsonl};
+
+#[derive(Parser)]
+#[command(name = "wearflow", version, about = "Streaming dataflow engine for bucket-tooth fleets")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the engine with a config file (and WEARFLOW_* environment overrides).
+    Run {
+        /// The config file; defaults apply without one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Replay this directory of JSONL files instead of the configured source.
+        #[arg(long)]
+        replay: Option<PathBuf>,
+        /// HTTP listen address (overrides the config).
+        #[arg(long)]
+        http: Option<String>,
+        /// Keep serving after a finite source ends (until Ctrl-C).
+        #[arg(long)]
+        serve_after_end: bool,
+    },
+    /// Simulator + engine + HTTP API in one command, no other service needed.
+    Demo {
+        /// HTTP listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: String,
+        /// Machines in the simulated fleet.
+        #[arg(long, default_value_t = 60)]
+        machines: usize,
+        /// Simulated seconds per wall-clock second.
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
+        /// Random seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Write simulator output as JSONL files, one per stream.
+    Simulate {
+        /// Random seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Machines in the fleet.
+        #[arg(long, default_value_t = 20)]
+        machines: usize,
+        /// Simulated duration, e.g. `7d`, `36h`, `90m`.
+        #[arg(long, default_value = "1d")]
+        duration: String,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the true failure and loss times to this file (JSONL).
+        #[arg(long)]
+        ground_truth: Option<PathBuf>,
+    },
+}
+
+fn parse_duration_ms(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().with_context(|| format!("invalid duration `{text}`"))?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" | "" => 86_400_000,
+        _ => bail!("invalid duration unit in `{text}` (use ms, s, m, h or d)"),
+    };
+    Ok(number * unit_ms)
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Simulate { seed, machines, duration, out, ground_truth } => {
+            let duration_ms = parse_duration_ms(&duration)?;
+            let config = SimulatorConfig { seed, machines, ..SimulatorConfig::default() };
+            let start = config.start_ms;
+            let mut sim = Simulator::new(config);
+            let mut events = Vec::new();
+            sim.advance(start + duration_ms, &mut events);
+            write_jsonl(&out, &events)?;
+            if let Some(path) = ground_truth {
+                let lines: Vec<String> = sim
+                    .ground_truth()
+                    .iter()
+                    .map(serde_json::to_string)
+                    .collect::<Result<_, _>>()?;
+                std::fs::write(&path, lines.join("\n") + "\n")
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            println!("wrote {} events to {}", events.len(), out.display());
+            Ok(())
+        }
+        Command::Run { config, replay, http, serve_after_end } => {
+            let mut config = Config::load(config.as_deref(), std::env::vars())?;
+            if let Some(dir) = replay {
+                config.source = SourceConfig::Files { dir, speed: 0.0 };
+            }
+            if let Some(addr) = http {
+                config.http_addr = addr;
+            }
+            serve(config, serve_after_end)
+        }
+        Command::Demo { http, machines, speed, seed } => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            // Start the simulated day at 06:00 UTC so that the first shift is digging.
+            let start_ms = now_ms - now_ms % 86_400_000 + 6 * 3_600_000;
+            let config = Config {
+                http_addr: http,
+                source: SourceConfig::Simulator {
+                    seed,
+                    machines,
+                    speed,
+                    duration_ms: None,
+                    start_ms: Some(start_ms),
+                },
+                ..Config::default()
+            };
+            serve(config, true)
+        }
+    }
+}
+
+/// Starts HTTP and the engine; returns when the engine ends (or on Ctrl-C).
+fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
+    let store = Arc::new(ServingStore::new(runtime::view_schemas()));
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tokio = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let listener = tokio
+        .block_on(http::bind(&config.http_addr))
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    let addr = listener.local_addr()?;
+    let state = AppState { store: Arc::clone(&store), metrics: Arc::clone(&metrics), ready: Arc::clone(&ready) };
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio.spawn(http::serve(listener, state, async move {
+        shutdown_rx.await.ok();
+    }));
+    let ctrl_c_stop = Arc::clone(&stop);
+    tokio.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            ctrl_c_stop.store(true, Ordering::Relaxed);
+        }
+    });
+    println!("wearflow is serving on http://{addr}");
+    println!("  views:    http://{addr}/views");
+    println!("  a view:   http://{addr}/views/tooth_wear?limit=10");
+    println!("  live:     http://{addr}/views/machine_health/changes");
+    println!("  metrics:  http://{addr}/metrics");
+    ready.store(true, Ordering::Relaxed);
+    let engine_store = Arc::clone(&store);
+    let engine_stop = Arc::clone(&stop);
+    let engine_config = config.clone();
+    let engine = std::thread::Builder::new()
+        .name("wearflow-engine".into())
+        .spawn(move || runtime::run(&engine_config, engine_store, metrics, engine_stop))
+        .context("cannot start the engine thread")?;
+    let summary = engine
+        .join()
+        .map_err(|_| anyhow::anyhow!("the engine thread panicked"))??;
+    println!(
+        "engine finished: {} records, {} bad, {} late, views as of {}",
+        summary.records, summary.bad, summary.late, summary.as_of
+    );
+    if serve_after_end && !stop.load(Ordering::Relaxed) {
+        println!("source ended; still serving (Ctrl-C to stop)");
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    ready.store(false, Ordering::Relaxed);
+    shutdown_tx.send(()).ok();
+    tokio.block_on(server).ok();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_ms("7d").expect("7d"), 7 * 86_400_000);
+        assert_eq!(parse_duration_ms("90m").expect("90m"), 90 * 60_000);
+        assert!(parse_duration_ms("7y").is_err());
+    }
+}

@@ -279,7 +279,7 @@ fn combine(device: &str, facts: &[(&Fact, isize)], cfg: &crate::DataflowConfig) 
         lost_reason: None,
     };
     // Silence only counts for the current tooth: a reading after the replacement clears it.
-    let silent_now = silent && !replaced_at.is_some_and(|r| seen.is_some_and(|(ts, _)| r > ts));
+    let silent_now = silent && replaced_at.is_none_or(|r| seen.is_none_or(|(ts, _)| r <= ts));
     wear.lost_reason = if silent_now {
         Some(LostReason::Silent)
     } else if dropped {

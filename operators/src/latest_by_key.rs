@@ -35,6 +35,8 @@ pub trait LatestByKey<'scope, K, V> {
 }
 
 type Update<K, V> = ((K, (u64, V)), Time, Diff);
+/// Observations waiting for their time to complete.
+type Pending<K, V> = BTreeMap<Time, Vec<(K, (u64, V))>>;
 
 impl<'scope, K, V> LatestByKey<'scope, K, V> for Collection<'scope, (K, (u64, V))>
 where
@@ -48,7 +50,7 @@ where
                 exchange,
                 name,
                 |_capability, _info| {
-                    let mut pending: BTreeMap<Time, Vec<(K, (u64, V))>> = BTreeMap::new();
+                    let mut pending: Pending<K, V> = BTreeMap::new();
                     let mut held: Option<Capability<Time>> = None;
                     let mut latest: HashMap<K, (u64, V)> = HashMap::new();
                     move |(input, frontier), output| {

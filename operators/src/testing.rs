@@ -47,8 +47,7 @@ where
         while worker.step() {}
     })
     .expect("timely execution");
-    let out = collected.lock().expect("collected lock").clone();
-    out
+    collected.lock().expect("collected lock").clone()
 }
 
 /// The accumulated collection at time `q`: every record whose updates at or before `q` do

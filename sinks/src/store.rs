@@ -115,6 +115,8 @@ pub struct ServingStore {
     current: ArcSwap<Snapshot>,
     feed: broadcast::Sender<Arc<Snapshot>>,
     append_capacity: usize,
+    /// Serializes publishers (normally there is one) so no publication is lost.
+    writer: std::sync::Mutex<()>,
 }
 
 impl ServingStore {
@@ -138,6 +140,7 @@ impl ServingStore {
             current: ArcSwap::from_pointee(empty),
             feed,
             append_capacity: DEFAULT_APPEND_CAPACITY,
+            writer: std::sync::Mutex::new(()),
         }
     }
 
@@ -161,6 +164,8 @@ impl ServingStore {
     /// The caller guarantees that `updates` hold every update at times up to `as_of` not yet
     /// published, and that `as_of` does not go backwards. Returns the new snapshot.
     pub fn publish(&self, as_of: Time, updates: Vec<(usize, Row, Diff)>) -> Arc<Snapshot> {
+        // A poisoned lock only means another publisher panicked; the snapshot is still whole.
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let previous = self.snapshot();
         let mut by_view: BTreeMap<usize, Vec<(Row, Diff)>> = BTreeMap::new();
         for (view, row, diff) in updates {
@@ -260,10 +265,8 @@ fn apply_keyed(data: &mut ViewData, updates: Vec<(Row, Diff)>) -> Vec<Change> {
                 };
                 changes.push(Change { op, key, row: Some(row) });
             }
-            None if removed => {
-                if data.rows.remove(&key).is_some() {
-                    changes.push(Change { op: ChangeOp::Delete, key, row: None });
-                }
+            None if removed && data.rows.remove(&key).is_some() => {
+                changes.push(Change { op: ChangeOp::Delete, key, row: None });
             }
             None => {}
         }

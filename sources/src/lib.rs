@@ -13,6 +13,7 @@ pub mod decode;
 pub mod event;
 pub mod file;
 pub mod simulator;
+pub mod watermark;
 
 pub use decode::decode;
 pub use event::{
@@ -21,6 +22,7 @@ pub use event::{
 };
 pub use file::{FileReplay, SourceRecord, write_jsonl};
 pub use simulator::{GroundTruth, Simulator, SimulatorConfig};
+pub use watermark::Watermarks;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,128 @@
+//! Event-time watermarks per partition, and the input frontier they allow.
+
+use std::time::{Duration, Instant};
+
+use wearflow_operators::Time;
+
+#[derive(Clone, Debug)]
+struct PartitionMark {
+    max_ts: Option<Time>,
+    last_activity: Instant,
+    finished: bool,
+}
+
+/// Tracks the largest event time per partition and derives the input frontier: the minimum
+/// over active partitions, less the allowed lateness, rounded down to the time resolution.
+/// A partition idle longer than the idle timeout, or finished, stops holding it back.
+#[derive(Clone, Debug)]
+pub struct Watermarks {
+    partitions: Vec<PartitionMark>,
+    allowed_lateness_ms: u64,
+    idle_timeout: Duration,
+    resolution_ms: u64,
+    frontier: Time,
+}
+
+impl Watermarks {
+    /// Watermarks for `partitions` partitions.
+    pub fn new(
+        partitions: usize,
+        allowed_lateness_ms: u64,
+        idle_timeout: Duration,
+        resolution_ms: u64,
+    ) -> Self {
+        let now = Instant::now();
+        Watermarks {
+            partitions: vec![
+                PartitionMark {
+                    max_ts: None,
+                    last_activity: now,
+                    finished: false
+                };
+                partitions
+            ],
+            allowed_lateness_ms,
+            idle_timeout,
+            resolution_ms: resolution_ms.max(1),
+            frontier: 0,
+        }
+    }
+
+    /// Notes a record of `partition` with event time `ts`.
+    pub fn observe(&mut self, partition: usize, ts: Time, now: Instant) {
+        if let Some(p) = self.partitions.get_mut(partition) {
+            p.max_ts = Some(p.max_ts.map_or(ts, |m| m.max(ts)));
+            p.last_activity = now;
+        }
+    }
+
+    /// Notes that `partition` will send nothing before `ts` (a heartbeat, e.g. a simulator clock).
+    pub fn heartbeat(&mut self, partition: usize, ts: Time, now: Instant) {
+        self.observe(partition, ts, now);
+    }
+
+    /// Marks a partition as read to its end.
+    pub fn finish(&mut self, partition: usize) {
+        if let Some(p) = self.partitions.get_mut(partition) {
+            p.finished = true;
+        }
+    }
+
+    /// The largest event time seen on a partition.
+    pub fn max_ts(&self, partition: usize) -> Option<Time> {
+        self.partitions.get(partition).and_then(|p| p.max_ts)
+    }
+
+    /// The current frontier: never decreases.
+    pub fn frontier(&self) -> Time {
+        self.frontier
+    }
+
+    /// Recomputes the frontier at wall-clock `now`; returns it.
+    pub fn advance(&mut self, now: Instant) -> Time {
+        let active = self
+            .partitions
+            .iter()
+            .filter(|p| !p.finished && now.duration_since(p.last_activity) < self.idle_timeout);
+        // An active partition that has seen nothing yet holds the frontier where it is.
+        let candidate = if active.clone().any(|p| p.max_ts.is_none()) {
+            None
+        } else {
+            active.filter_map(|p| p.max_ts).min().or_else(|| {
+                // Nothing active: nothing holds the frontier back but the data seen.
+                self.partitions.iter().filter_map(|p| p.max_ts).max()
+            })
+        };
+        if let Some(mark) = candidate {
+            let lowered = mark.saturating_sub(self.allowed_lateness_ms);
+            let rounded = lowered - lowered % self.resolution_ms;
+            self.frontier = self.frontier.max(rounded);
+        }
+        self.frontier
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frontier_is_the_slowest_active_partition_less_lateness() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(2, 100, Duration::from_secs(5), 10);
+        w.observe(0, 5_000, t0);
+        assert_eq!(w.advance(t0), 0, "partition 1 has not spoken yet");
+        w.observe(1, 3_055, t0);
+        assert_eq!(w.advance(t0), 2_950);
+        // Partition 1 goes idle: partition 0 alone sets the frontier.
+        let later = t0 + Duration::from_secs(6);
+        w.observe(0, 6_000, later);
+        assert_eq!(w.advance(later), 5_900);
+        // Frontiers never go back, even when the idle partition speaks again.
+        w.observe(1, 4_000, later);
+        assert_eq!(w.advance(later), 5_900);
+        w.finish(1);
+        w.finish(0);
+        assert_eq!(w.advance(later), 5_900);
+    }
+}

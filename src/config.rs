@@ -1,0 +1,207 @@
+//! Configuration: one `wearflow.toml`, `WEARFLOW_*` environment overrides, typed and checked.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use wearflow_dataflows::DataflowConfig;
+
+/// The whole engine configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Timely worker threads.
+    pub workers: usize,
+    /// Where the engine writes files (dead letters).
+    pub data_dir: PathBuf,
+    /// HTTP listen address.
+    pub http_addr: String,
+    /// The event-time clock.
+    pub clock: ClockConfig,
+    /// The input source.
+    pub source: SourceConfig,
+    /// Thresholds of the domain dataflows.
+    pub dataflow: DataflowConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            workers: 2,
+            data_dir: PathBuf::from("data"),
+            http_addr: "127.0.0.1:8080".to_string(),
+            clock: ClockConfig::default(),
+            source: SourceConfig::default(),
+            dataflow: DataflowConfig::default(),
+        }
+    }
+}
+
+/// The event-time clock of ARCHITECTURE.md.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockConfig {
+    /// How far behind the slowest partition's newest event the frontier stays, in ms.
+    pub allowed_lateness_ms: u64,
+    /// A partition silent this long (wall clock) stops holding the frontier back, in ms.
+    pub idle_timeout_ms: u64,
+    /// Logical times are multiples of this, in ms (fewer distinct times, bigger batches).
+    pub resolution_ms: u64,
+    /// Records per ingest tick at most.
+    pub tick_records: usize,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        ClockConfig { allowed_lateness_ms: 0, idle_timeout_ms: 5_000, resolution_ms: 100, tick_records: 50_000 }
+    }
+}
+
+/// Where events come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// The embedded fleet simulator.
+    Simulator {
+        /// Random seed.
+        #[serde(default = "default_seed")]
+        seed: u64,
+        /// Machines in the fleet.
+        #[serde(default = "default_machines")]
+        machines: usize,
+        /// Simulated seconds per wall-clock second; 0 = as fast as possible.
+        #[serde(default = "default_speed")]
+        speed: f64,
+        /// Stop after this much simulated time, in ms (none = run until stopped).
+        #[serde(default)]
+        duration_ms: Option<u64>,
+        /// Simulated start time, epoch ms (none = now for real-time runs, 2026-01-01 otherwise).
+        #[serde(default)]
+        start_ms: Option<u64>,
+    },
+    /// JSONL files as written by `wearflow simulate --out`.
+    Files {
+        /// The directory holding `<stream>.jsonl`.
+        dir: PathBuf,
+        /// Simulated seconds per wall-clock second; 0 = as fast as possible.
+        #[serde(default)]
+        speed: f64,
+    },
+}
+
+fn default_seed() -> u64 {
+    42
+}
+fn default_machines() -> usize {
+    50
+}
+fn default_speed() -> f64 {
+    1.0
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig::Simulator {
+            seed: default_seed(),
+            machines: default_machines(),
+            speed: default_speed(),
+            duration_ms: None,
+            start_ms: None,
+        }
+    }
+}
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// File.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An environment override is not valid.
+    #[error("invalid environment variable {name}: {message}")]
+    Env {
+        /// Variable.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads the file (if given), then applies `WEARFLOW_*` overrides from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    message: e.message().to_string(),
+                })?
+            }
+            None => Config::default(),
+        };
+        for (name, value) in env {
+            let bad = |message: String| ConfigError::Env { name: name.clone(), message };
+            match name.as_str() {
+                "WEARFLOW_WORKERS" => {
+                    config.workers = value.parse().map_err(|e| bad(format!("{e}")))?
+                }
+                "WEARFLOW_HTTP_ADDR" => config.http_addr = value,
+                "WEARFLOW_DATA_DIR" => config.data_dir = PathBuf::from(value),
+                _ => {}
+            }
+        }
+        if config.workers == 0 {
+            return Err(ConfigError::Env { name: "workers".into(), message: "must be at least 1".into() });
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_file_and_env_overrides() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("wearflow.toml");
+        std::fs::write(
+            &path,
+            "workers = 3\n[clock]\nallowed_lateness_ms = 500\n[source]\nkind = \"files\"\ndir = \"x\"\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&path), [("WEARFLOW_WORKERS".to_string(), "4".to_string())])
+            .expect("valid config");
+        assert_eq!(config.workers, 4);
+        assert_eq!(config.clock.allowed_lateness_ms, 500);
+        assert_eq!(config.source, SourceConfig::Files { dir: "x".into(), speed: 0.0 });
+    }
+
+    #[test]
+    fn rejects_unknown_fields() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("wearflow.toml");
+        std::fs::write(&path, "wrokers = 3\n").expect("write");
+        let err = Config::load(Some(&path), []).expect_err("typo must fail");
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+}

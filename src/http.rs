@@ -1,0 +1,275 @@
+//! The HTTP API: JSON reads of the serving store, live changes as server-sent events, probes.
+//!
+//! ```text
+//!  GET /views                       every view's schema and row count
+//!  GET /views/{name}?k=v&limit&cursor  rows in key order, filtered by key columns, paged
+//!  GET /views/{name}/changes        server-sent events: a snapshot, then every change
+//!  GET /views/{name}/{key}          one row by key (multi-column keys joined by `,`)
+//!  GET /health  GET /ready  GET /metrics
+//! ```
+//!
+//! Every request reads one [`Snapshot`](wearflow_sinks::Snapshot) and answers only from it;
+//! its logical time is in the body as `"as_of"` (epoch ms) and in the `x-wearflow-as-of`
+//! header. Errors are `{"error":{"code","message"},"as_of"}` with a stable snake_case code.
+
+mod changes;
+mod cursor;
+mod views;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json};
+use serde_json::{Value as JsonValue, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use wearflow_operators::Time;
+use wearflow_sinks::ServingStore;
+
+use crate::metrics::Metrics;
+
+/// The response header carrying the answering snapshot's `as_of` (epoch milliseconds).
+pub const AS_OF_HEADER: &str = "x-wearflow-as-of";
+
+/// The `route` label of requests that matched no route (raw paths would explode the label).
+const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The serving store every read is answered from.
+    pub store: Arc<ServingStore>,
+    /// The process's metrics; `/metrics` renders them.
+    pub metrics: Arc<Metrics>,
+    /// Whether the engine has caught up and `/ready` should say so.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The API's routes, with JSON fallbacks for unknown paths (404) and methods (405) and the
+/// request-duration middleware.
+///
+/// Served through [`serve`], live change streams end at shutdown; served otherwise, they end
+/// only when the client goes away.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/views", get(views::list_views))
+        .route("/views/{name}", get(views::list_rows))
+        // A static segment outranks a capture, so this wins over `/views/{name}/{key}`.
+        .route("/views/{name}/changes", get(changes::changes))
+        .route("/views/{name}/{key}", get(views::get_row))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        // `Router::layer` wraps each route after routing, so the matched path is known.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
+        .with_state(state)
+}
+
+/// Binds a TCP listener (`"127.0.0.1:0"` picks a free port; ask the listener which).
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then ends live change streams,
+/// lets in-flight requests finish and returns.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop, stopped) = watch::channel(false);
+    let app = router(state).layer(Extension(ShutdownSignal(stopped)));
+    let signal = async move {
+        shutdown.await;
+        // Streams hold their connection open forever; graceful shutdown would wait for them.
+        let _ = stop.send(true);
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .await
+}
+
+/// Tells live streams that the server is shutting down (`true` once it is).
+#[derive(Clone)]
+struct ShutdownSignal(watch::Receiver<bool>);
+
+/// A JSON error answer with a stable code.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    as_of: Time,
+}
+
+impl ApiError {
+    fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+        as_of: Time,
+    ) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            as_of,
+        }
+    }
+
+    fn bad_request(code: &'static str, message: impl Into<String>, as_of: Time) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message, as_of)
+    }
+
+    fn view_not_found(name: &str, as_of: Time) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "view_not_found",
+            format!("no view named {name:?}; GET /views lists them"),
+            as_of,
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        json_response(self.status, self.as_of, body)
+    }
+}
+
+/// A JSON answer from the snapshot at `as_of`: the body object gains `"as_of"`, the response
+/// the `x-wearflow-as-of` header.
+fn json_response(status: StatusCode, as_of: Time, mut body: JsonValue) -> Response {
+    if let JsonValue::Object(object) = &mut body {
+        object.insert("as_of".to_string(), JsonValue::from(as_of));
+    }
+    with_as_of((status, Json(body)).into_response(), as_of)
+}
+
+/// Sets the `x-wearflow-as-of` header.
+fn with_as_of(mut response: Response, as_of: Time) -> Response {
+    response.headers_mut().insert(
+        HeaderName::from_static(AS_OF_HEADER),
+        HeaderValue::from(as_of),
+    );
+    response
+}
+
+/// Records `wearflow_http_request_duration_seconds` by route template, method and status.
+///
+/// For a live change stream the duration ends when the stream starts, not when it closes.
+async fn record_request(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = matched.map_or_else(|| UNMATCHED_ROUTE.to_string(), |m| m.as_str().to_string());
+    let method = method_label(request.method());
+    let started = Instant::now();
+    let mut response = next.run(request).await;
+    state
+        .metrics
+        .http_request_seconds
+        .with_label_values(&[route.as_str(), method, response.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    // Answers built outside this module (extractor rejections, if any slip through) still
+    // say which snapshot the server was at.
+    if !response.headers().contains_key(AS_OF_HEADER) {
+        response = with_as_of(response, state.store.snapshot().as_of);
+    }
+    response
+}
+
+/// The method as a label: standard methods by name, anything else as `OTHER` so that clients
+/// cannot grow the label set.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// `GET /health`: the process is up.
+async fn health(State(state): State<AppState>) -> Response {
+    let as_of = state.store.snapshot().as_of;
+    json_response(StatusCode::OK, as_of, json!({ "status": "ok" }))
+}
+
+/// `GET /ready`: 200 once the engine has caught up with its inputs, 503 before.
+async fn ready(State(state): State<AppState>) -> Response {
+    let as_of = state.store.snapshot().as_of;
+    let ready = state.ready.load(Ordering::Acquire);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, as_of, json!({ "ready": ready }))
+}
+
+/// `GET /metrics`: Prometheus text, with the view and snapshot gauges refreshed first.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let snapshot = state.store.snapshot();
+    let metrics = &state.metrics;
+    for (name, view) in &snapshot.views {
+        let rows = i64::try_from(view.len()).unwrap_or(i64::MAX);
+        metrics
+            .view_rows
+            .with_label_values(&[name.as_str()])
+            .set(rows);
+    }
+    metrics
+        .snapshot_version
+        .set(i64::try_from(snapshot.version).unwrap_or(i64::MAX));
+    metrics
+        .snapshot_as_of_ms
+        .set(i64::try_from(snapshot.as_of).unwrap_or(i64::MAX));
+    let body = metrics.render();
+    let response = ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response();
+    with_as_of(response, snapshot.as_of)
+}
+
+/// Any path without a route.
+async fn not_found(State(state): State<AppState>, request: Request) -> Response {
+    let as_of = state.store.snapshot().as_of;
+    let message = format!(
+        "no route for {}; GET /views lists the views",
+        request.uri().path()
+    );
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", message, as_of).into_response()
+}
+
+/// A known path with a method it does not serve.
+async fn method_not_allowed(State(state): State<AppState>, method: Method) -> Response {
+    let as_of = state.store.snapshot().as_of;
+    let message = format!("method {method} is not allowed here; the api is read-only, use GET");
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+        as_of,
+    )
+    .into_response()
+}

@@ -1,0 +1,12 @@
+//! wearflow: the engine binary's library — configuration, the runtime that wires sources
+//! through the dataflows into the serving store, the HTTP API and the metrics registry.
+//!
+//! ```text
+//!  config ─► runtime: timely workers ─ sources ─► dataflows ─► publish ─► ServingStore
+//!                                                                     └─► http (axum), metrics
+//! ```
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod runtime;

@@ -1,0 +1,454 @@
+//! The runtime: timely workers running every registered view, fed by one source driver on
+//! worker 0, publishing consistent snapshots to the serving store.
+//!
+//! Worker 0 reads the source, stamps each record on the event-time clock
+//! ([`Watermarks`]) and feeds the input sessions one tick at a time; differential exchanges
+//! records by key to all workers. Every view's rows are exchanged to worker 0, whose publish
+//! operator applies all updates at times its input frontier has passed (so every worker is
+//! done with them) and publishes one snapshot at `as_of = frontier - 1`.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use differential_dataflow::input::{Input, InputSession};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::Probe;
+use wearflow_dataflows::{Context, Inputs, QualityMark, registry};
+use wearflow_operators::time::ceil_to;
+use wearflow_operators::{Diff, ErrorRecord, Row, Time};
+use wearflow_sinks::{DeadLetterFile, ServingStore};
+use wearflow_sources::file::SourceRecord;
+use wearflow_sources::{
+    Asset, Event, FileReplay, Order, Simulator, SimulatorConfig, Stock, StreamKind, Telemetry,
+    Watermarks,
+};
+
+use crate::config::{Config, SourceConfig};
+use crate::metrics::Metrics;
+
+/// What a finished run reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Records read (good and bad).
+    pub records: u64,
+    /// Records rejected.
+    pub bad: u64,
+    /// Records stamped late.
+    pub late: u64,
+    /// The last published `as_of`.
+    pub as_of: Time,
+}
+
+/// Runtime errors.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The source could not be opened.
+    #[error("cannot open source: {0}")]
+    Source(#[from] wearflow_sources::Error),
+    /// A sink could not be opened.
+    #[error("cannot open sink: {0}")]
+    Sink(#[from] wearflow_sinks::Error),
+    /// Timely failed to start or a worker panicked.
+    #[error("dataflow failed: {0}")]
+    Dataflow(String),
+}
+
+/// The schemas of every registered view, in registry order.
+pub fn view_schemas() -> Vec<wearflow_operators::ViewSchema> {
+    registry().iter().map(|v| (v.schema)()).collect()
+}
+
+/// Where worker 0 gets records from.
+enum Driver {
+    Simulator { sim: Box<Simulator>, speed: f64, end_ms: Option<Time>, wall_start: Instant, sim_start: Time },
+    Files { replay: FileReplay, speed: f64, first_ts: Option<Time>, wall_start: Instant },
+}
+
+/// Source partitions: one per stream for the simulator, one per file for replays.
+fn partition_of(stream: StreamKind) -> usize {
+    StreamKind::ALL.iter().position(|s| *s == stream).unwrap_or(0)
+}
+
+impl Driver {
+    fn open(config: &Config) -> Result<Driver, RuntimeError> {
+        Ok(match &config.source {
+            SourceConfig::Simulator { seed, machines, speed, duration_ms, start_ms } => {
+                let start = start_ms.unwrap_or_else(|| {
+                    if *speed > 0.0 {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64);
+                        now - now % 1000
+                    } else {
+                        SimulatorConfig::default().start_ms
+                    }
+                });
+                let sim = Simulator::new(SimulatorConfig {
+                    seed: *seed,
+                    machines: *machines,
+                    start_ms: start,
+                    ..SimulatorConfig::default()
+                });
+                Driver::Simulator {
+                    sim: Box::new(sim),
+                    speed: *speed,
+                    end_ms: duration_ms.map(|d| start + d),
+                    wall_start: Instant::now(),
+                    sim_start: start,
+                }
+            }
+            SourceConfig::Files { dir, speed } => Driver::Files {
+                replay: FileReplay::open_dir(dir)?,
+                speed: *speed,
+                first_ts: None,
+                wall_start: Instant::now(),
+            },
+        })
+    }
+
+    fn partitions(&self) -> usize {
+        match self {
+            Driver::Simulator { .. } => StreamKind::ALL.len(),
+            Driver::Files { replay, .. } => replay.partitions().len(),
+        }
+    }
+
+    /// Fills `out` with up to `max` records; `Ok(false)` when the source is exhausted.
+    /// Also returns the heartbeat: a time no later record will be before.
+    fn poll(&mut self, max: usize, out: &mut Vec<SourceRecord>) -> (bool, Option<Time>) {
+        match self {
+            Driver::Simulator { sim, speed, end_ms, wall_start, sim_start } => {
+                let mut target = if *speed > 0.0 {
+                    *sim_start + (wall_start.elapsed().as_secs_f64() * *speed * 1000.0) as Time
+                } else {
+                    // As fast as possible: one simulated minute per tick at most.
+                    sim.clock_ms() + 60_000
+                };
+                if let Some(end) = end_ms {
+                    target = target.min(*end);
+                }
+                let mut events = Vec::new();
+                if target > sim.clock_ms() {
+                    sim.advance(target, &mut events);
+                }
+                let _ = max;
+                out.extend(events.into_iter().map(|event| SourceRecord {
+                    stream: event.stream(),
+                    partition: partition_of(event.stream()) as u32,
+                    position: 0,
+                    event: Ok(event),
+                }));
+                let more = end_ms.is_none_or(|end| sim.clock_ms() < end);
+                (more, Some(sim.clock_ms()))
+            }
+            Driver::Files { replay, speed, first_ts, wall_start } => {
+                let mut last_ts = None;
+                while out.len() < max {
+                    let Some(record) = replay.next() else {
+                        return (false, last_ts);
+                    };
+                    if let Ok(event) = &record.event {
+                        let ts = event.ts_ms();
+                        last_ts = Some(ts);
+                        if *speed > 0.0 && ts > 0 {
+                            let first = *first_ts.get_or_insert(ts);
+                            let due = Duration::from_secs_f64((ts - first) as f64 / 1000.0 / *speed);
+                            if let Some(wait) = due.checked_sub(wall_start.elapsed()) {
+                                out.push(record);
+                                std::thread::sleep(wait.min(Duration::from_millis(50)));
+                                return (true, last_ts);
+                            }
+                        }
+                    }
+                    out.push(record);
+                }
+                // Replays are merged by event time: nothing later will be before the last one.
+                (true, last_ts)
+            }
+        }
+    }
+}
+
+/// The input sessions of one worker.
+struct InputSessions {
+    telemetry: InputSession<Time, Telemetry, Diff>,
+    orders: InputSession<Time, Order, Diff>,
+    stock: InputSession<Time, Stock, Diff>,
+    assets: InputSession<Time, Asset, Diff>,
+    quality: InputSession<Time, (String, QualityMark), Diff>,
+    source_times: InputSession<Time, (String, Time), Diff>,
+    errors: InputSession<Time, ErrorRecord, Diff>,
+}
+
+impl InputSessions {
+    fn advance_to(&mut self, time: Time) {
+        self.telemetry.advance_to(time);
+        self.orders.advance_to(time);
+        self.stock.advance_to(time);
+        self.assets.advance_to(time);
+        self.quality.advance_to(time);
+        self.source_times.advance_to(time);
+        self.errors.advance_to(time);
+    }
+    fn flush(&mut self) {
+        self.telemetry.flush();
+        self.orders.flush();
+        self.stock.flush();
+        self.assets.flush();
+        self.quality.flush();
+        self.source_times.flush();
+        self.errors.flush();
+    }
+    fn time(&self) -> Time {
+        *self.telemetry.time()
+    }
+    fn close(self) {
+        self.telemetry.close();
+        self.orders.close();
+        self.stock.close();
+        self.assets.close();
+        self.quality.close();
+        self.source_times.close();
+        self.errors.close();
+    }
+}
+
+/// Publications awaiting their snapshot: `(newest stamp of a tick, when the tick began)`.
+type Pending = Rc<RefCell<VecDeque<(Time, Instant)>>>;
+
+/// Runs the engine until the source ends or `stop` is set; blocks the calling thread.
+pub fn run(
+    config: &Config,
+    store: Arc<ServingStore>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> Result<RunSummary, RuntimeError> {
+    let driver = Arc::new(Mutex::new(Some(Driver::open(config)?)));
+    std::fs::create_dir_all(&config.data_dir).ok();
+    let dead_letters = DeadLetterFile::open(&config.data_dir.join("dead_letters.jsonl"))?;
+    let dead_letters = Arc::new(Mutex::new(Some(dead_letters)));
+    let summary = Arc::new(Mutex::new(RunSummary::default()));
+    let config = config.clone();
+    let result_summary = Arc::clone(&summary);
+    let guards = timely::execute(timely::Config::process(config.workers), move |worker| {
+        let index = worker.index();
+        let pending: Pending = Rc::new(RefCell::new(VecDeque::new()));
+        let publisher_pending = Rc::clone(&pending);
+        let store = Arc::clone(&store);
+        let publish_metrics = Arc::clone(&metrics);
+        let publish_summary = Arc::clone(&summary);
+        let dataflow_config = config.dataflow.clone();
+        let (mut inputs, probe) = worker.dataflow::<Time, _, _>(move |scope| {
+            let (telemetry_in, telemetry) = scope.new_collection();
+            let (orders_in, orders) = scope.new_collection();
+            let (stock_in, stock) = scope.new_collection();
+            let (assets_in, assets) = scope.new_collection();
+            let (quality_in, quality) = scope.new_collection();
+            let (source_times_in, source_times) = scope.new_collection();
+            let (errors_in, errors) = scope.new_collection();
+            let ctx = Context::new(
+                Inputs { telemetry, orders, stock, assets, quality, source_times, errors },
+                dataflow_config,
+            );
+            let views: Vec<_> = registry()
+                .iter()
+                .enumerate()
+                .map(|(i, def)| (def.build)(&ctx).map(move |row| (i, row)))
+                .collect();
+            let all = differential_dataflow::collection::concatenate(scope, views);
+            let probe = ProbeHandle::new();
+            let mut buffered: BTreeMap<Time, Vec<(usize, Row, Diff)>> = BTreeMap::new();
+            all.inner
+                .probe_with(&probe)
+                .sink(Exchange::new(|_: &((usize, Row), Time, Diff)| 0), "publish", move |(input, frontier)| {
+                    if index != 0 {
+                        // Everything is exchanged to worker 0, which alone publishes.
+                        input.for_each(|_cap, data| data.clear());
+                        return;
+                    }
+                    input.for_each(|_cap, data| {
+                        for ((view, row), time, diff) in data.drain(..) {
+                            buffered.entry(time).or_default().push((view, row, diff));
+                        }
+                    });
+                    let Some(&bound) = frontier.frontier().first() else {
+                        // Inputs closed: what remains lies beyond the end of the input.
+                        return;
+                    };
+                    let as_of = bound.saturating_sub(1);
+                    if bound == 0 || as_of <= store.snapshot().as_of && buffered.is_empty() {
+                        return;
+                    }
+                    let mut updates = Vec::new();
+                    while let Some(entry) = buffered.first_entry() {
+                        if *entry.key() >= bound {
+                            break;
+                        }
+                        updates.extend(entry.remove());
+                    }
+                    if updates.is_empty() && as_of <= store.snapshot().as_of {
+                        return;
+                    }
+                    let snapshot = store.publish(as_of, updates);
+                    publish_metrics.snapshot_version.set(snapshot.version as i64);
+                    publish_metrics.snapshot_as_of_ms.set(snapshot.as_of as i64);
+                    publish_summary.lock().map(|mut s| s.as_of = snapshot.as_of).ok();
+                    let now = Instant::now();
+                    let mut pending = publisher_pending.borrow_mut();
+                    while let Some(&(stamp, began)) = pending.front() {
+                        if stamp > as_of {
+                            break;
+                        }
+                        let age = now.duration_since(began).as_secs_f64();
+                        publish_metrics.freshness_seconds.observe(age);
+                        publish_metrics.publish_lag_seconds.set(age);
+                        pending.pop_front();
+                    }
+                });
+            (
+                InputSessions {
+                    telemetry: telemetry_in,
+                    orders: orders_in,
+                    stock: stock_in,
+                    assets: assets_in,
+                    quality: quality_in,
+                    source_times: source_times_in,
+                    errors: errors_in,
+                },
+                probe,
+            )
+        });
+
+        if index != 0 {
+            inputs.close();
+            while worker.step_or_park(Some(Duration::from_millis(100))) {}
+            return;
+        }
+
+        let Some(mut driver) = driver.lock().ok().and_then(|mut d| d.take()) else { return };
+        let mut dead_letters = dead_letters.lock().ok().and_then(|mut d| d.take());
+        let clock = &config.clock;
+        let mut marks = Watermarks::new(
+            driver.partitions(),
+            clock.allowed_lateness_ms,
+            Duration::from_millis(clock.idle_timeout_ms),
+            clock.resolution_ms,
+        );
+        let mut batch = Vec::with_capacity(clock.tick_records);
+        let mut quality_counts: HashMap<(StreamKind, QualityMark, Time), Diff> = HashMap::new();
+        let mut source_max: BTreeMap<StreamKind, Time> = BTreeMap::new();
+        let mut local = RunSummary::default();
+        let mut max_stamp: Time = 0;
+        loop {
+            let tick_began = Instant::now();
+            batch.clear();
+            let (more, heartbeat) = driver.poll(clock.tick_records, &mut batch);
+            let frontier = inputs.time();
+            let mut tick_max_stamp = 0;
+            for record in batch.drain(..) {
+                local.records += 1;
+                let stream = record.stream;
+                metrics.records_in.with_label_values(&[stream.name()]).inc();
+                match record.event {
+                    Ok(event) => {
+                        let ts = event.ts_ms();
+                        marks.observe(record.partition as usize, ts, tick_began);
+                        let wanted = ceil_to(ts, clock.resolution_ms);
+                        let (stamp, mark) = if wanted < frontier && ts > 0 {
+                            local.late += 1;
+                            metrics.late_records.with_label_values(&[stream.name()]).inc();
+                            (frontier, QualityMark::Late)
+                        } else {
+                            (wanted.max(frontier), QualityMark::Ok)
+                        };
+                        tick_max_stamp = tick_max_stamp.max(stamp);
+                        *quality_counts.entry((stream, mark, stamp)).or_default() += 1;
+                        if ts > 0 {
+                            let max = source_max.entry(stream).or_default();
+                            *max = (*max).max(ts);
+                        }
+                        match event {
+                            Event::Telemetry(t) => inputs.telemetry.update_at(t, stamp, 1),
+                            Event::Order(o) => inputs.orders.update_at(o, stamp, 1),
+                            Event::Stock(s) => inputs.stock.update_at(s, stamp, 1),
+                            Event::Asset(a) => inputs.assets.update_at(a, stamp, 1),
+                        }
+                    }
+                    Err(error) => {
+                        local.bad += 1;
+                        metrics.bad_records.with_label_values(&[stream.name()]).inc();
+                        metrics.dead_letters.with_label_values(&[stream.name()]).inc();
+                        if let Some(file) = dead_letters.as_mut()
+                            && let Err(e) = file.write(&error)
+                        {
+                            tracing::warn!("dead-letter file: {e}");
+                        }
+                        *quality_counts.entry((stream, QualityMark::Bad, frontier)).or_default() += 1;
+                        inputs.errors.update_at(error, frontier, 1);
+                    }
+                }
+            }
+            for ((stream, mark, stamp), count) in quality_counts.drain() {
+                inputs.quality.update_at((stream.name().to_string(), mark), stamp, count);
+            }
+            for (stream, ts) in &source_max {
+                inputs.source_times.update_at((stream.name().to_string(), *ts), frontier, 1);
+                metrics.watermark_ms.with_label_values(&[stream.name()]).set(*ts as i64);
+            }
+            source_max.clear();
+            if let Some(beat) = heartbeat {
+                for p in 0..driver.partitions() {
+                    marks.heartbeat(p, beat, tick_began);
+                }
+            }
+            max_stamp = max_stamp.max(tick_max_stamp);
+            if tick_max_stamp > 0 {
+                pending.borrow_mut().push_back((tick_max_stamp, tick_began));
+            }
+            if let Some(file) = dead_letters.as_mut() {
+                file.flush().ok();
+            }
+            let stopping = stop.load(Ordering::Relaxed);
+            if !more || stopping {
+                // Publish everything read: advance past the newest stamp, then close.
+                let end = max_stamp.max(inputs.time()) + 1;
+                inputs.advance_to(end);
+                inputs.flush();
+                worker.step_while(|| probe.less_than(&end));
+                break;
+            }
+            let next = marks.advance(Instant::now());
+            if next > inputs.time() {
+                inputs.advance_to(next);
+            }
+            inputs.flush();
+            // Backpressure: at most one tick in flight behind the input.
+            worker.step_while(|| probe.less_than(&frontier));
+            worker.step();
+            if let Driver::Simulator { speed, .. } = &driver
+                && *speed > 0.0
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        summary.lock().map(|mut s| {
+            s.records = local.records;
+            s.bad = local.bad;
+            s.late = local.late;
+        }).ok();
+        inputs.close();
+        while worker.step_or_park(Some(Duration::from_millis(100))) {}
+    })
+    .map_err(RuntimeError::Dataflow)?;
+    for result in guards.join() {
+        result.map_err(RuntimeError::Dataflow)?;
+    }
+    let summary = result_summary.lock().map(|s| s.clone()).unwrap_or_default();
+    Ok(summary)
+}

@@ -1,0 +1,212 @@
+//! End-to-end tests of the engine: files in, views out, through the real runtime.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use wearflow::config::{ClockConfig, Config, SourceConfig};
+use wearflow::metrics::Metrics;
+use wearflow::runtime::{self, RunSummary};
+use wearflow_operators::Value;
+use wearflow_sinks::json::row_to_json;
+use wearflow_sinks::{ServingStore, Snapshot};
+use wearflow_sources::{Simulator, SimulatorConfig, write_jsonl};
+
+struct Run {
+    summary: RunSummary,
+    final_snapshot: Arc<Snapshot>,
+    snapshots: Vec<Arc<Snapshot>>,
+}
+
+fn replay(dir: &Path, workers: usize, tick_records: usize) -> Run {
+    let data = tempfile::tempdir().expect("data dir");
+    let config = Config {
+        workers,
+        data_dir: data.path().to_path_buf(),
+        clock: ClockConfig { tick_records, ..ClockConfig::default() },
+        source: SourceConfig::Files { dir: dir.to_path_buf(), speed: 0.0 },
+        ..Config::default()
+    };
+    let store = Arc::new(ServingStore::new(runtime::view_schemas()));
+    let mut feed = store.subscribe();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let collector = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        loop {
+            match feed.blocking_recv() {
+                Ok(snapshot) => all.push(snapshot),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+            if rx.try_recv().is_ok() {
+                break;
+            }
+        }
+        all
+    });
+    let summary = runtime::run(&config, Arc::clone(&store), Arc::new(Metrics::new()), Arc::new(AtomicBool::new(false)))
+        .expect("engine run");
+    let final_snapshot = store.snapshot();
+    tx.send(()).ok();
+    // One more publication wakes the collector so it sees the stop signal.
+    store.publish(final_snapshot.as_of, Vec::new());
+    let snapshots = collector.join().expect("collector");
+    Run { summary, final_snapshot, snapshots }
+}
+
+/// Every view of a snapshot as sorted JSON lines, one file's worth per view.
+fn render(snapshot: &Snapshot) -> BTreeMap<String, String> {
+    snapshot
+        .views
+        .iter()
+        .map(|(name, view)| {
+            let mut lines: Vec<String> =
+                view.iter().map(|row| row_to_json(&view.schema, row).to_string()).collect();
+            lines.sort();
+            (name.clone(), lines.join("\n") + "\n")
+        })
+        .collect()
+}
+
+fn simulate(dir: &Path, seed: u64, machines: usize, hours: u64) -> usize {
+    let config = SimulatorConfig { seed, machines, ..SimulatorConfig::default() };
+    let start = config.start_ms;
+    let mut sim = Simulator::new(config);
+    let mut events = Vec::new();
+    sim.advance(start + hours * 3_600_000, &mut events);
+    write_jsonl(dir, &events).expect("write simulator files");
+    events.len()
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// Golden test: a fixed seed replayed from files gives exactly the expected rows of every
+/// view. Regenerate the expected files with `WEARFLOW_BLESS=1 cargo test --test engine`.
+#[test]
+fn golden_views_for_a_fixed_seed() {
+    let input = tempfile::tempdir().expect("input dir");
+    let events = simulate(input.path(), 7, 6, 36);
+    let run = replay(input.path(), 2, 2_000);
+    assert_eq!(run.summary.records as usize, events);
+    assert_eq!(run.summary.bad, 0);
+    let rendered = render(&run.final_snapshot);
+    let bless = std::env::var_os("WEARFLOW_BLESS").is_some();
+    let golden = golden_dir();
+    let mut as_of_line = String::new();
+    as_of_line.push_str(&format!("{}\n", run.final_snapshot.as_of));
+    let mut expected_files = vec![("as_of.txt".to_string(), as_of_line)];
+    for (view, text) in rendered {
+        expected_files.push((format!("{view}.jsonl"), text));
+    }
+    for (file, text) in expected_files {
+        let path = golden.join(&file);
+        if bless {
+            std::fs::create_dir_all(&golden).expect("golden dir");
+            std::fs::write(&path, &text).expect("bless");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|_| panic!("missing {}; run with WEARFLOW_BLESS=1", path.display()));
+        assert_eq!(text, expected, "{file} differs from the golden file (WEARFLOW_BLESS=1 regenerates)");
+    }
+}
+
+/// The views do not depend on the number of workers, at the end and at every `as_of`
+/// published by both runs.
+#[test]
+fn views_do_not_depend_on_worker_count() {
+    let input = tempfile::tempdir().expect("input dir");
+    simulate(input.path(), 11, 5, 30);
+    let runs: Vec<Run> = [1, 2, 4].into_iter().map(|w| replay(input.path(), w, 3_000)).collect();
+    let reference = &runs[0];
+    assert!(reference.final_snapshot.views["tooth_wear"].len() > 10);
+    for other in &runs[1..] {
+        assert_eq!(other.final_snapshot.as_of, reference.final_snapshot.as_of);
+        assert_eq!(render(&other.final_snapshot), render(&reference.final_snapshot));
+        let by_time: BTreeMap<u64, &Arc<Snapshot>> =
+            reference.snapshots.iter().map(|s| (s.as_of, s)).collect();
+        let mut compared = 0;
+        for snapshot in &other.snapshots {
+            if let Some(expected) = by_time.get(&snapshot.as_of) {
+                // Append views accumulate across snapshots; compare keyed views exactly.
+                let keyed = |s: &Snapshot| {
+                    let mut r = render(s);
+                    r.remove("alerts");
+                    r.remove("dead_letters");
+                    r
+                };
+                assert_eq!(keyed(snapshot), keyed(expected), "at as_of {}", snapshot.as_of);
+                compared += 1;
+            }
+        }
+        assert!(compared >= 3, "only {compared} common snapshots to compare");
+    }
+}
+
+fn int(row: &[Value], i: usize) -> i64 {
+    match &row[i] {
+        Value::Int(v) => *v,
+        other => panic!("column {i} is {other:?}, not an integer"),
+    }
+}
+
+/// Malformed lines are counted, kept as dead letters with their reason, and lose nothing else.
+#[test]
+fn bad_input_goes_to_dead_letters_and_the_rest_is_counted() {
+    let input = tempfile::tempdir().expect("input dir");
+    let good = |device: &str, minute: u64, remaining: f64| {
+        format!(
+            "{{\"device_id\":\"{device}\",\"machine_id\":\"M1\",\"ts\":{},\"metrics\":{{\"remaining_mm\":{remaining},\"load_kn\":50}}}}",
+            1_767_225_600_000u64 + minute * 60_000
+        )
+    };
+    let lines = [
+        good("D1", 0, 100.0),
+        "{not json".to_string(),
+        good("D2", 1, 90.0),
+        "{\"device_id\":\"D3\",\"machine_id\":\"M1\",\"ts\":\"yesterday\",\"metrics\":{\"a\":1}}".to_string(),
+        good("D1", 2, 99.5),
+        "{\"device_id\":\"D3\",\"machine_id\":\"M1\",\"ts\":1767225600000,\"metrics\":{\"remaining_mm\":\"x\"}}".to_string(),
+        good("D2", 3, 89.0),
+        String::new(),
+        good("D1", 4, 99.0),
+    ];
+    std::fs::write(input.path().join("telemetry.jsonl"), lines.join("\n") + "\n").expect("write");
+    std::fs::write(
+        input.path().join("stock.jsonl"),
+        "{\"warehouse\":\"W\",\"sku\":\"S\",\"qty_delta\":10,\"reason\":\"receipt\",\"ts\":1767225600000}\n\
+         {\"warehouse\":\"W\",\"sku\":\"S\",\"qty_delta\":0,\"reason\":\"issue\",\"ts\":1767225660000}\n\
+         {\"warehouse\":\"W\",\"sku\":\"S\",\"qty_delta\":-3,\"reason\":\"issue\",\"ts\":1767225720000}\n",
+    )
+    .expect("write");
+    let run = replay(input.path(), 2, 4);
+    assert_eq!(run.summary.records, 11);
+    assert_eq!(run.summary.bad, 4);
+    let snapshot = &run.final_snapshot;
+    let quality = &snapshot.views["data_quality"];
+    let telemetry = quality.get(&[Value::str("telemetry")]).expect("telemetry quality row");
+    assert_eq!((int(telemetry, 1), int(telemetry, 2)), (5, 3));
+    let stock = quality.get(&[Value::str("stock")]).expect("stock quality row");
+    assert_eq!((int(stock, 1), int(stock, 2)), (2, 1));
+    let dead: Vec<String> = snapshot.views["dead_letters"]
+        .iter()
+        .map(|row| match &row[3] {
+            Value::Str(reason) => reason.clone(),
+            other => panic!("reason {other:?}"),
+        })
+        .collect();
+    assert_eq!(dead.len(), 4, "{dead:?}");
+    assert!(dead.iter().any(|r| r.contains("timestamp")), "{dead:?}");
+    assert!(dead.iter().any(|r| r.contains("qty_delta")), "{dead:?}");
+    let teeth = &snapshot.views["tooth_wear"];
+    assert_eq!(teeth.len(), 2);
+    let d1 = teeth.get(&[Value::str("D1")]).expect("D1");
+    assert_eq!(d1[6], Value::Float(99.0));
+    let balance = snapshot.views["inventory_balances"]
+        .get(&[Value::str("W"), Value::str("S")])
+        .expect("balance");
+    assert_eq!(int(balance, 2), 7);
+}
