@@ -52,7 +52,12 @@ pub struct ClockConfig {
 
 impl Default for ClockConfig {
     fn default() -> Self {
-        ClockConfig { allowed_lateness_ms: 0, idle_timeout_ms: 5_000, resolution_ms: 100, tick_records: 50_000 }
+        ClockConfig {
+            allowed_lateness_ms: 0,
+            idle_timeout_ms: 5_000,
+            resolution_ms: 100,
+            tick_records: 50_000,
+        }
     }
 }
 
@@ -159,7 +164,10 @@ impl Config {
             None => Config::default(),
         };
         for (name, value) in env {
-            let bad = |message: String| ConfigError::Env { name: name.clone(), message };
+            let bad = |message: String| ConfigError::Env {
+                name: name.clone(),
+                message,
+            };
             match name.as_str() {
                 "WEARFLOW_WORKERS" => {
                     config.workers = value.parse().map_err(|e| bad(format!("{e}")))?
@@ -170,7 +178,10 @@ impl Config {
             }
         }
         if config.workers == 0 {
-            return Err(ConfigError::Env { name: "workers".into(), message: "must be at least 1".into() });
+            return Err(ConfigError::Env {
+                name: "workers".into(),
+                message: "must be at least 1".into(),
+            });
         }
         Ok(config)
     }
@@ -189,11 +200,20 @@ mod tests {
             "workers = 3\n[clock]\nallowed_lateness_ms = 500\n[source]\nkind = \"files\"\ndir = \"x\"\n",
         )
         .expect("write");
-        let config = Config::load(Some(&path), [("WEARFLOW_WORKERS".to_string(), "4".to_string())])
-            .expect("valid config");
+        let config = Config::load(
+            Some(&path),
+            [("WEARFLOW_WORKERS".to_string(), "4".to_string())],
+        )
+        .expect("valid config");
         assert_eq!(config.workers, 4);
         assert_eq!(config.clock.allowed_lateness_ms, 500);
-        assert_eq!(config.source, SourceConfig::Files { dir: "x".into(), speed: 0.0 });
+        assert_eq!(
+            config.source,
+            SourceConfig::Files {
+                dir: "x".into(),
+                speed: 0.0
+            }
+        );
     }
 
     #[test]

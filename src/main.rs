@@ -14,7 +14,11 @@ use wearflow_sinks::ServingStore;
 use wearflow_sources::{Simulator, SimulatorConfig, write_jsonl};
 
 #[derive(Parser)]
-#[command(name = "wearflow", version, about = "Streaming dataflow engine for bucket-tooth fleets")]
+#[command(
+    name = "wearflow",
+    version,
+    about = "Streaming dataflow engine for bucket-tooth fleets"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,9 +78,13 @@ enum Command {
 
 fn parse_duration_ms(text: &str) -> anyhow::Result<u64> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().with_context(|| format!("invalid duration `{text}`"))?;
+    let number: u64 = number
+        .parse()
+        .with_context(|| format!("invalid duration `{text}`"))?;
     let unit_ms = match unit {
         "ms" => 1,
         "s" => 1_000,
@@ -97,9 +105,19 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Simulate { seed, machines, duration, out, ground_truth } => {
+        Command::Simulate {
+            seed,
+            machines,
+            duration,
+            out,
+            ground_truth,
+        } => {
             let duration_ms = parse_duration_ms(&duration)?;
-            let config = SimulatorConfig { seed, machines, ..SimulatorConfig::default() };
+            let config = SimulatorConfig {
+                seed,
+                machines,
+                ..SimulatorConfig::default()
+            };
             let start = config.start_ms;
             let mut sim = Simulator::new(config);
             let mut events = Vec::new();
@@ -117,7 +135,12 @@ fn main() -> anyhow::Result<()> {
             println!("wrote {} events to {}", events.len(), out.display());
             Ok(())
         }
-        Command::Run { config, replay, http, serve_after_end } => {
+        Command::Run {
+            config,
+            replay,
+            http,
+            serve_after_end,
+        } => {
             let mut config = Config::load(config.as_deref(), std::env::vars())?;
             if let Some(dir) = replay {
                 config.source = SourceConfig::Files { dir, speed: 0.0 };
@@ -127,7 +150,12 @@ fn main() -> anyhow::Result<()> {
             }
             serve(config, serve_after_end)
         }
-        Command::Demo { http, machines, speed, seed } => {
+        Command::Demo {
+            http,
+            machines,
+            speed,
+            seed,
+        } => {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
@@ -160,7 +188,11 @@ fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
         .block_on(http::bind(&config.http_addr))
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
     let addr = listener.local_addr()?;
-    let state = AppState { store: Arc::clone(&store), metrics: Arc::clone(&metrics), ready: Arc::clone(&ready) };
+    let state = AppState {
+        store: Arc::clone(&store),
+        metrics: Arc::clone(&metrics),
+        ready: Arc::clone(&ready),
+    };
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio.spawn(http::serve(listener, state, async move {
         shutdown_rx.await.ok();

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use differential_dataflow::input::{Input, InputSession};
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::operators::Probe;
 use wearflow_dataflows::{Context, Inputs, QualityMark, registry};
 use wearflow_operators::time::ceil_to;
 use wearflow_operators::{Diff, ErrorRecord, Row, Time};
@@ -66,19 +66,39 @@ pub fn view_schemas() -> Vec<wearflow_operators::ViewSchema> {
 
 /// Where worker 0 gets records from.
 enum Driver {
-    Simulator { sim: Box<Simulator>, speed: f64, end_ms: Option<Time>, wall_start: Instant, sim_start: Time },
-    Files { replay: FileReplay, speed: f64, first_ts: Option<Time>, wall_start: Instant },
+    Simulator {
+        sim: Box<Simulator>,
+        speed: f64,
+        end_ms: Option<Time>,
+        wall_start: Instant,
+        sim_start: Time,
+    },
+    Files {
+        replay: FileReplay,
+        speed: f64,
+        first_ts: Option<Time>,
+        wall_start: Instant,
+    },
 }
 
 /// Source partitions: one per stream for the simulator, one per file for replays.
 fn partition_of(stream: StreamKind) -> usize {
-    StreamKind::ALL.iter().position(|s| *s == stream).unwrap_or(0)
+    StreamKind::ALL
+        .iter()
+        .position(|s| *s == stream)
+        .unwrap_or(0)
 }
 
 impl Driver {
     fn open(config: &Config) -> Result<Driver, RuntimeError> {
         Ok(match &config.source {
-            SourceConfig::Simulator { seed, machines, speed, duration_ms, start_ms } => {
+            SourceConfig::Simulator {
+                seed,
+                machines,
+                speed,
+                duration_ms,
+                start_ms,
+            } => {
                 let start = start_ms.unwrap_or_else(|| {
                     if *speed > 0.0 {
                         let now = std::time::SystemTime::now()
@@ -123,7 +143,13 @@ impl Driver {
     /// Also returns the heartbeat: a time no later record will be before.
     fn poll(&mut self, max: usize, out: &mut Vec<SourceRecord>) -> (bool, Option<Time>) {
         match self {
-            Driver::Simulator { sim, speed, end_ms, wall_start, sim_start } => {
+            Driver::Simulator {
+                sim,
+                speed,
+                end_ms,
+                wall_start,
+                sim_start,
+            } => {
                 let mut target = if *speed > 0.0 {
                     *sim_start + (wall_start.elapsed().as_secs_f64() * *speed * 1000.0) as Time
                 } else {
@@ -147,7 +173,12 @@ impl Driver {
                 let more = end_ms.is_none_or(|end| sim.clock_ms() < end);
                 (more, Some(sim.clock_ms()))
             }
-            Driver::Files { replay, speed, first_ts, wall_start } => {
+            Driver::Files {
+                replay,
+                speed,
+                first_ts,
+                wall_start,
+            } => {
                 let mut last_ts = None;
                 while out.len() < max {
                     let Some(record) = replay.next() else {
@@ -158,7 +189,8 @@ impl Driver {
                         last_ts = Some(ts);
                         if *speed > 0.0 && ts > 0 {
                             let first = *first_ts.get_or_insert(ts);
-                            let due = Duration::from_secs_f64((ts - first) as f64 / 1000.0 / *speed);
+                            let due =
+                                Duration::from_secs_f64((ts - first) as f64 / 1000.0 / *speed);
                             if let Some(wait) = due.checked_sub(wall_start.elapsed()) {
                                 out.push(record);
                                 std::thread::sleep(wait.min(Duration::from_millis(50)));
@@ -240,6 +272,11 @@ pub fn run(
         let index = worker.index();
         let pending: Pending = Rc::new(RefCell::new(VecDeque::new()));
         let publisher_pending = Rc::clone(&pending);
+        // Set once the end of input is published: later frontiers only reflect future-time
+        // updates (window expiries) past the end of input, which are not published.
+        let sealed = Rc::new(std::cell::Cell::new(false));
+        let publisher_sealed = Rc::clone(&sealed);
+        let driver_store = Arc::clone(&store);
         let store = Arc::clone(&store);
         let publish_metrics = Arc::clone(&metrics);
         let publish_summary = Arc::clone(&summary);
@@ -253,7 +290,15 @@ pub fn run(
             let (source_times_in, source_times) = scope.new_collection();
             let (errors_in, errors) = scope.new_collection();
             let ctx = Context::new(
-                Inputs { telemetry, orders, stock, assets, quality, source_times, errors },
+                Inputs {
+                    telemetry,
+                    orders,
+                    stock,
+                    assets,
+                    quality,
+                    source_times,
+                    errors,
+                },
                 dataflow_config,
             );
             let views: Vec<_> = registry()
@@ -264,9 +309,10 @@ pub fn run(
             let all = differential_dataflow::collection::concatenate(scope, views);
             let probe = ProbeHandle::new();
             let mut buffered: BTreeMap<Time, Vec<(usize, Row, Diff)>> = BTreeMap::new();
-            all.inner
-                .probe_with(&probe)
-                .sink(Exchange::new(|_: &((usize, Row), Time, Diff)| 0), "publish", move |(input, frontier)| {
+            all.inner.probe_with(&probe).sink(
+                Exchange::new(|_: &((usize, Row), Time, Diff)| 0),
+                "publish",
+                move |(input, frontier)| {
                     if index != 0 {
                         // Everything is exchanged to worker 0, which alone publishes.
                         input.for_each(|_cap, data| data.clear());
@@ -278,9 +324,11 @@ pub fn run(
                         }
                     });
                     let Some(&bound) = frontier.frontier().first() else {
-                        // Inputs closed: what remains lies beyond the end of the input.
                         return;
                     };
+                    if publisher_sealed.get() {
+                        return;
+                    }
                     let as_of = bound.saturating_sub(1);
                     if bound == 0 || as_of <= store.snapshot().as_of && buffered.is_empty() {
                         return;
@@ -296,9 +344,14 @@ pub fn run(
                         return;
                     }
                     let snapshot = store.publish(as_of, updates);
-                    publish_metrics.snapshot_version.set(snapshot.version as i64);
+                    publish_metrics
+                        .snapshot_version
+                        .set(snapshot.version as i64);
                     publish_metrics.snapshot_as_of_ms.set(snapshot.as_of as i64);
-                    publish_summary.lock().map(|mut s| s.as_of = snapshot.as_of).ok();
+                    publish_summary
+                        .lock()
+                        .map(|mut s| s.as_of = snapshot.as_of)
+                        .ok();
                     let now = Instant::now();
                     let mut pending = publisher_pending.borrow_mut();
                     while let Some(&(stamp, began)) = pending.front() {
@@ -310,7 +363,8 @@ pub fn run(
                         publish_metrics.publish_lag_seconds.set(age);
                         pending.pop_front();
                     }
-                });
+                },
+            );
             (
                 InputSessions {
                     telemetry: telemetry_in,
@@ -331,7 +385,9 @@ pub fn run(
             return;
         }
 
-        let Some(mut driver) = driver.lock().ok().and_then(|mut d| d.take()) else { return };
+        let Some(mut driver) = driver.lock().ok().and_then(|mut d| d.take()) else {
+            return;
+        };
         let mut dead_letters = dead_letters.lock().ok().and_then(|mut d| d.take());
         let clock = &config.clock;
         let mut marks = Watermarks::new(
@@ -362,7 +418,10 @@ pub fn run(
                         let wanted = ceil_to(ts, clock.resolution_ms);
                         let (stamp, mark) = if wanted < frontier && ts > 0 {
                             local.late += 1;
-                            metrics.late_records.with_label_values(&[stream.name()]).inc();
+                            metrics
+                                .late_records
+                                .with_label_values(&[stream.name()])
+                                .inc();
                             (frontier, QualityMark::Late)
                         } else {
                             (wanted.max(frontier), QualityMark::Ok)
@@ -382,24 +441,39 @@ pub fn run(
                     }
                     Err(error) => {
                         local.bad += 1;
-                        metrics.bad_records.with_label_values(&[stream.name()]).inc();
-                        metrics.dead_letters.with_label_values(&[stream.name()]).inc();
+                        metrics
+                            .bad_records
+                            .with_label_values(&[stream.name()])
+                            .inc();
+                        metrics
+                            .dead_letters
+                            .with_label_values(&[stream.name()])
+                            .inc();
                         if let Some(file) = dead_letters.as_mut()
                             && let Err(e) = file.write(&error)
                         {
                             tracing::warn!("dead-letter file: {e}");
                         }
-                        *quality_counts.entry((stream, QualityMark::Bad, frontier)).or_default() += 1;
+                        *quality_counts
+                            .entry((stream, QualityMark::Bad, frontier))
+                            .or_default() += 1;
                         inputs.errors.update_at(error, frontier, 1);
                     }
                 }
             }
             for ((stream, mark, stamp), count) in quality_counts.drain() {
-                inputs.quality.update_at((stream.name().to_string(), mark), stamp, count);
+                inputs
+                    .quality
+                    .update_at((stream.name().to_string(), mark), stamp, count);
             }
             for (stream, ts) in &source_max {
-                inputs.source_times.update_at((stream.name().to_string(), *ts), frontier, 1);
-                metrics.watermark_ms.with_label_values(&[stream.name()]).set(*ts as i64);
+                inputs
+                    .source_times
+                    .update_at((stream.name().to_string(), *ts), frontier, 1);
+                metrics
+                    .watermark_ms
+                    .with_label_values(&[stream.name()])
+                    .set(*ts as i64);
             }
             source_max.clear();
             if let Some(beat) = heartbeat {
@@ -420,7 +494,9 @@ pub fn run(
                 let end = max_stamp.max(inputs.time()) + 1;
                 inputs.advance_to(end);
                 inputs.flush();
-                worker.step_while(|| probe.less_than(&end));
+                // The publish operator runs on this worker: wait until it has published `end - 1`.
+                worker.step_while(|| driver_store.snapshot().as_of < end - 1);
+                sealed.set(true);
                 break;
             }
             let next = marks.advance(Instant::now());
@@ -437,11 +513,14 @@ pub fn run(
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        summary.lock().map(|mut s| {
-            s.records = local.records;
-            s.bad = local.bad;
-            s.late = local.late;
-        }).ok();
+        summary
+            .lock()
+            .map(|mut s| {
+                s.records = local.records;
+                s.bad = local.bad;
+                s.late = local.late;
+            })
+            .ok();
         inputs.close();
         while worker.step_or_park(Some(Duration::from_millis(100))) {}
     })

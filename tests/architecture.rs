@@ -14,10 +14,16 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     BTreeMap::from([
         ("wearflow-operators", BTreeSet::new()),
         ("wearflow-sources", BTreeSet::from(["wearflow-operators"])),
-        ("wearflow-dataflows", BTreeSet::from(["wearflow-operators", "wearflow-sources"])),
+        (
+            "wearflow-dataflows",
+            BTreeSet::from(["wearflow-operators", "wearflow-sources"]),
+        ),
         ("wearflow-sinks", BTreeSet::from(["wearflow-operators"])),
-        ("wearflow-sql", BTreeSet::from(["wearflow-operators", "wearflow-sinks"])),
-        ("wearflow", BTreeSet::from(&all[..5]).into_iter().collect()),
+        (
+            "wearflow-sql",
+            BTreeSet::from(["wearflow-operators", "wearflow-sinks"]),
+        ),
+        ("wearflow", all[..5].iter().copied().collect()),
         ("wearflow-bench", all.into_iter().collect()),
     ])
 }
@@ -29,16 +35,29 @@ fn workspace_crates_import_only_downward() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("metadata json");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("metadata json");
     let packages = metadata["packages"].as_array().expect("packages");
     let allowed = allowed();
-    let ours: BTreeSet<String> =
-        packages.iter().filter_map(|p| p["name"].as_str().map(str::to_string)).collect();
-    assert_eq!(ours.len(), allowed.len(), "every workspace crate has a row: {ours:?}");
+    let ours: BTreeSet<String> = packages
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        ours.len(),
+        allowed.len(),
+        "every workspace crate has a row: {ours:?}"
+    );
     for package in packages {
         let name = package["name"].as_str().expect("name");
-        let permitted = allowed.get(name).unwrap_or_else(|| panic!("{name} is not in the table"));
+        let permitted = allowed
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is not in the table"));
         for dependency in package["dependencies"].as_array().expect("dependencies") {
             let dep = dependency["name"].as_str().expect("dependency name");
             let is_dev = dependency["kind"].as_str() == Some("dev");

@@ -24,8 +24,14 @@ fn replay(dir: &Path, workers: usize, tick_records: usize) -> Run {
     let config = Config {
         workers,
         data_dir: data.path().to_path_buf(),
-        clock: ClockConfig { tick_records, ..ClockConfig::default() },
-        source: SourceConfig::Files { dir: dir.to_path_buf(), speed: 0.0 },
+        clock: ClockConfig {
+            tick_records,
+            ..ClockConfig::default()
+        },
+        source: SourceConfig::Files {
+            dir: dir.to_path_buf(),
+            speed: 0.0,
+        },
         ..Config::default()
     };
     let store = Arc::new(ServingStore::new(runtime::view_schemas()));
@@ -45,14 +51,23 @@ fn replay(dir: &Path, workers: usize, tick_records: usize) -> Run {
         }
         all
     });
-    let summary = runtime::run(&config, Arc::clone(&store), Arc::new(Metrics::new()), Arc::new(AtomicBool::new(false)))
-        .expect("engine run");
+    let summary = runtime::run(
+        &config,
+        Arc::clone(&store),
+        Arc::new(Metrics::new()),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .expect("engine run");
     let final_snapshot = store.snapshot();
     tx.send(()).ok();
     // One more publication wakes the collector so it sees the stop signal.
     store.publish(final_snapshot.as_of, Vec::new());
     let snapshots = collector.join().expect("collector");
-    Run { summary, final_snapshot, snapshots }
+    Run {
+        summary,
+        final_snapshot,
+        snapshots,
+    }
 }
 
 /// Every view of a snapshot as sorted JSON lines, one file's worth per view.
@@ -61,8 +76,10 @@ fn render(snapshot: &Snapshot) -> BTreeMap<String, String> {
         .views
         .iter()
         .map(|(name, view)| {
-            let mut lines: Vec<String> =
-                view.iter().map(|row| row_to_json(&view.schema, row).to_string()).collect();
+            let mut lines: Vec<String> = view
+                .iter()
+                .map(|row| row_to_json(&view.schema, row).to_string())
+                .collect();
             lines.sort();
             (name.clone(), lines.join("\n") + "\n")
         })
@@ -70,7 +87,11 @@ fn render(snapshot: &Snapshot) -> BTreeMap<String, String> {
 }
 
 fn simulate(dir: &Path, seed: u64, machines: usize, hours: u64) -> usize {
-    let config = SimulatorConfig { seed, machines, ..SimulatorConfig::default() };
+    let config = SimulatorConfig {
+        seed,
+        machines,
+        ..SimulatorConfig::default()
+    };
     let start = config.start_ms;
     let mut sim = Simulator::new(config);
     let mut events = Vec::new();
@@ -88,7 +109,7 @@ fn golden_dir() -> PathBuf {
 #[test]
 fn golden_views_for_a_fixed_seed() {
     let input = tempfile::tempdir().expect("input dir");
-    let events = simulate(input.path(), 7, 6, 36);
+    let events = simulate(input.path(), 7, 5, 32);
     let run = replay(input.path(), 2, 2_000);
     assert_eq!(run.summary.records as usize, events);
     assert_eq!(run.summary.bad, 0);
@@ -110,7 +131,10 @@ fn golden_views_for_a_fixed_seed() {
         }
         let expected = std::fs::read_to_string(&path)
             .unwrap_or_else(|_| panic!("missing {}; run with WEARFLOW_BLESS=1", path.display()));
-        assert_eq!(text, expected, "{file} differs from the golden file (WEARFLOW_BLESS=1 regenerates)");
+        assert_eq!(
+            text, expected,
+            "{file} differs from the golden file (WEARFLOW_BLESS=1 regenerates)"
+        );
     }
 }
 
@@ -119,13 +143,19 @@ fn golden_views_for_a_fixed_seed() {
 #[test]
 fn views_do_not_depend_on_worker_count() {
     let input = tempfile::tempdir().expect("input dir");
-    simulate(input.path(), 11, 5, 30);
-    let runs: Vec<Run> = [1, 2, 4].into_iter().map(|w| replay(input.path(), w, 3_000)).collect();
+    simulate(input.path(), 11, 4, 30);
+    let runs: Vec<Run> = [1, 2, 4]
+        .into_iter()
+        .map(|w| replay(input.path(), w, 3_000))
+        .collect();
     let reference = &runs[0];
     assert!(reference.final_snapshot.views["tooth_wear"].len() > 10);
     for other in &runs[1..] {
         assert_eq!(other.final_snapshot.as_of, reference.final_snapshot.as_of);
-        assert_eq!(render(&other.final_snapshot), render(&reference.final_snapshot));
+        assert_eq!(
+            render(&other.final_snapshot),
+            render(&reference.final_snapshot)
+        );
         let by_time: BTreeMap<u64, &Arc<Snapshot>> =
             reference.snapshots.iter().map(|s| (s.as_of, s)).collect();
         let mut compared = 0;
@@ -138,7 +168,12 @@ fn views_do_not_depend_on_worker_count() {
                     r.remove("dead_letters");
                     r
                 };
-                assert_eq!(keyed(snapshot), keyed(expected), "at as_of {}", snapshot.as_of);
+                assert_eq!(
+                    keyed(snapshot),
+                    keyed(expected),
+                    "at as_of {}",
+                    snapshot.as_of
+                );
                 compared += 1;
             }
         }
@@ -174,7 +209,11 @@ fn bad_input_goes_to_dead_letters_and_the_rest_is_counted() {
         String::new(),
         good("D1", 4, 99.0),
     ];
-    std::fs::write(input.path().join("telemetry.jsonl"), lines.join("\n") + "\n").expect("write");
+    std::fs::write(
+        input.path().join("telemetry.jsonl"),
+        lines.join("\n") + "\n",
+    )
+    .expect("write");
     std::fs::write(
         input.path().join("stock.jsonl"),
         "{\"warehouse\":\"W\",\"sku\":\"S\",\"qty_delta\":10,\"reason\":\"receipt\",\"ts\":1767225600000}\n\
@@ -187,9 +226,13 @@ fn bad_input_goes_to_dead_letters_and_the_rest_is_counted() {
     assert_eq!(run.summary.bad, 4);
     let snapshot = &run.final_snapshot;
     let quality = &snapshot.views["data_quality"];
-    let telemetry = quality.get(&[Value::str("telemetry")]).expect("telemetry quality row");
+    let telemetry = quality
+        .get(&[Value::str("telemetry")])
+        .expect("telemetry quality row");
     assert_eq!((int(telemetry, 1), int(telemetry, 2)), (5, 3));
-    let stock = quality.get(&[Value::str("stock")]).expect("stock quality row");
+    let stock = quality
+        .get(&[Value::str("stock")])
+        .expect("stock quality row");
     assert_eq!((int(stock, 1), int(stock, 2)), (2, 1));
     let dead: Vec<String> = snapshot.views["dead_letters"]
         .iter()
@@ -209,4 +252,65 @@ fn bad_input_goes_to_dead_letters_and_the_rest_is_counted() {
         .get(&[Value::str("W"), Value::str("S")])
         .expect("balance");
     assert_eq!(int(balance, 2), 7);
+}
+
+fn reading(device: &str, machine: &str, second: u64, remaining: f64) -> String {
+    format!(
+        "{{\"device_id\":\"{device}\",\"machine_id\":\"{machine}\",\"ts\":{},\"metrics\":{{\"remaining_mm\":{remaining}}}}}",
+        1_767_254_400_000u64 + second * 1_000
+    )
+}
+
+/// A tooth that stops reporting while its machine works is lost and raises one alert; teeth
+/// of a machine that starts its shift are not; a tooth at its wear limit must be replaced.
+#[test]
+fn lost_and_worn_teeth_raise_alerts_once() {
+    let input = tempfile::tempdir().expect("input dir");
+    let mut lines = Vec::new();
+    // Shift 1: M1-T1 and M1-T2 report every 10 s for 5 minutes. M1-T3 wears past the limit.
+    for i in 0..30 {
+        lines.push(reading("M1-T1", "M1", i * 10, 100.0));
+        lines.push(reading("M1-T2", "M1", i * 10 + 1, 90.0));
+        lines.push(reading("M1-T3", "M1", i * 10 + 2, 41.0 - i as f64 * 0.1));
+    }
+    // Eight hours later the machine starts again: T1 and T3 report at once, T2 never again.
+    for i in 0..120 {
+        let second = 8 * 3_600 + i * 10;
+        lines.push(reading("M1-T1", "M1", second, 99.0));
+        lines.push(reading("M1-T3", "M1", second + 3, 38.0));
+    }
+    std::fs::write(
+        input.path().join("telemetry.jsonl"),
+        lines.join("\n") + "\n",
+    )
+    .expect("write");
+    let run = replay(input.path(), 2, 7);
+    let snapshot = &run.final_snapshot;
+    let teeth = &snapshot.views["tooth_wear"];
+    let status = |device: &str| teeth.get(&[Value::str(device)]).expect("tooth row")[13].clone();
+    assert_eq!(status("M1-T1"), Value::str("ok"));
+    assert_eq!(status("M1-T2"), Value::str("lost"));
+    assert_eq!(status("M1-T3"), Value::str("replace"));
+    let alerts: Vec<(String, String)> = snapshot.views["alerts"]
+        .iter()
+        .map(|row| match (&row[1], &row[2]) {
+            (Value::Str(kind), Value::Str(subject)) => (kind.clone(), subject.clone()),
+            other => panic!("alert row {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        alerts,
+        vec![
+            ("wear_limit".to_string(), "M1-T3".to_string()),
+            ("tooth_lost".to_string(), "M1-T2".to_string())
+        ],
+        "one alert per episode, none for the shift start"
+    );
+    let machine = snapshot.views["machine_health"]
+        .get(&[Value::str("M1")])
+        .expect("machine row");
+    assert_eq!(
+        (int(machine, 2), int(machine, 3), int(machine, 8)),
+        (2, 1, 2)
+    );
 }

@@ -46,7 +46,11 @@ fn peak_rss_bytes() -> Option<u64> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Ingest { machines, hours, workers } => {
+        Command::Ingest {
+            machines,
+            hours,
+            workers,
+        } => {
             let data = std::env::temp_dir().join(format!("wearflow-bench-{}", std::process::id()));
             let config = Config {
                 workers,

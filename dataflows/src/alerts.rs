@@ -41,7 +41,11 @@ fn conditions<'s>(ctx: &Context<'s>) -> Collection<'s, Condition> {
             t.device_id.clone(),
             t.machine_id.clone(),
             "critical",
-            format!("tooth {} lost ({})", t.device_id, t.lost_reason.map_or("unknown", |r| r.name())),
+            format!(
+                "tooth {} lost ({})",
+                t.device_id,
+                t.lost_reason.map_or("unknown", |r| r.name())
+            ),
         )),
         ToothStatus::Replace => Some((
             "wear_limit",
@@ -68,7 +72,10 @@ fn conditions<'s>(ctx: &Context<'s>) -> Collection<'s, Condition> {
                 subject,
                 None,
                 "warning",
-                format!("no available stock of {} at {} for open orders", b.sku, b.warehouse),
+                format!(
+                    "no available stock of {} at {} for open orders",
+                    b.sku, b.warehouse
+                ),
             ))
         } else {
             None
@@ -84,18 +91,20 @@ pub fn view() -> ViewDef {
         build: |ctx: &Context| {
             conditions(ctx)
                 .inner
-                .map(|((kind, subject, machine, severity, message), time, diff)| {
-                    let row: Row = vec![
-                        Value::Str(format!("{kind}:{subject}:{time}")),
-                        Value::str(kind),
-                        Value::Str(subject),
-                        Value::opt_str(machine.as_deref()),
-                        Value::str(severity),
-                        Value::Str(message),
-                        Value::Int(time as i64),
-                    ];
-                    (row, time, diff)
-                })
+                .map(
+                    |((kind, subject, machine, severity, message), time, diff)| {
+                        let row: Row = vec![
+                            Value::Str(format!("{kind}:{subject}:{time}")),
+                            Value::str(kind),
+                            Value::Str(subject),
+                            Value::opt_str(machine.as_deref()),
+                            Value::str(severity),
+                            Value::Str(message),
+                            Value::Int(time as i64),
+                        ];
+                        (row, time, diff)
+                    },
+                )
                 .as_collection()
         },
     }

@@ -31,11 +31,14 @@ pub fn view() -> ViewDef {
                 .quality
                 .clone()
                 .explode(|(source, mark)| {
-                    Some((source, match mark {
-                        QualityMark::Ok => (1isize, 0isize, 0isize),
-                        QualityMark::Bad => (0, 1, 0),
-                        QualityMark::Late => (1, 0, 1),
-                    }))
+                    Some((
+                        source,
+                        match mark {
+                            QualityMark::Ok => (1isize, 0isize, 0isize),
+                            QualityMark::Bad => (0, 1, 0),
+                            QualityMark::Late => (1, 0, 1),
+                        },
+                    ))
                 })
                 .count();
             let last = ctx
@@ -45,21 +48,23 @@ pub fn view() -> ViewDef {
                 .map(|(source, ts)| (source, (ts, ())))
                 .latest_by_key("data_quality: last event")
                 .map(|(source, (ts, ()))| (source, ts));
-            let with_time = counts
-                .clone()
-                .join_map(last.clone(), |source, counts, ts| (source.clone(), *counts, Some(*ts)));
+            let with_time = counts.clone().join_map(last.clone(), |source, counts, ts| {
+                (source.clone(), *counts, Some(*ts))
+            });
             let without_time = counts
                 .antijoin(last.map(|(source, _)| source))
                 .map(|(source, counts)| (source, counts, None));
-            with_time.concat(without_time).map(|(source, (ok, bad, late), ts)| {
-                vec![
-                    Value::Str(source),
-                    Value::Int(ok as i64),
-                    Value::Int(bad as i64),
-                    Value::Int(late as i64),
-                    ts.map_or(Value::Null, |ts: u64| Value::Int(ts as i64)),
-                ]
-            })
+            with_time
+                .concat(without_time)
+                .map(|(source, (ok, bad, late), ts)| {
+                    vec![
+                        Value::Str(source),
+                        Value::Int(ok as i64),
+                        Value::Int(bad as i64),
+                        Value::Int(late as i64),
+                        ts.map_or(Value::Null, |ts: u64| Value::Int(ts as i64)),
+                    ]
+                })
         },
     }
 }

@@ -1,7 +1,9 @@
 //! `fleet_kpis`: one row of fleet-wide figures.
 
 use serde::{Deserialize, Serialize};
-use wearflow_operators::{Collection, Column, ColumnType, LatestByKey, Value, ViewKind, ViewSchema, Window};
+use wearflow_operators::{
+    Collection, Column, ColumnType, LatestByKey, Value, ViewKind, ViewSchema, Window,
+};
 use wearflow_sources::Asset;
 
 use crate::{Context, QualityMark, ViewDef};
@@ -68,11 +70,14 @@ pub fn view() -> ViewDef {
                 .quality
                 .clone()
                 .explode(|(_, mark)| {
-                    Some(((), match mark {
-                        QualityMark::Ok => (1isize, 0isize, 0isize),
-                        QualityMark::Bad => (0, 1, 0),
-                        QualityMark::Late => (1, 0, 1),
-                    }))
+                    Some((
+                        (),
+                        match mark {
+                            QualityMark::Ok => (1isize, 0isize, 0isize),
+                            QualityMark::Bad => (0, 1, 0),
+                            QualityMark::Late => (1, 0, 1),
+                        },
+                    ))
                 })
                 .count()
                 .map(|((), (ok, bad, late))| Figure::Records(ok, bad, late));

@@ -55,10 +55,13 @@ pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, Balance> {
         .map(|s| ((s.warehouse, s.sku), s.qty_delta))
         .ledger()
         .map(|(key, q)| (key, Part::OnHand(q)));
-    let open = ctx.order_state().filter(|o| !o.status.is_terminal()).flat_map(|o| {
-        let key = (o.warehouse.clone()?, o.sku.clone()?);
-        Some(((key, o.kind == OrderKind::Purchase), o.qty))
-    });
+    let open = ctx
+        .order_state()
+        .filter(|o| !o.status.is_terminal())
+        .flat_map(|o| {
+            let key = (o.warehouse.clone()?, o.sku.clone()?);
+            Some(((key, o.kind == OrderKind::Purchase), o.qty))
+        });
     let open = open.ledger();
     let reserved = open
         .clone()

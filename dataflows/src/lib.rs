@@ -79,6 +79,8 @@ pub struct DataflowConfig {
     pub default_wear_limit_mm: f64,
     /// A device counts as reporting if it sent telemetry in this window.
     pub reporting_window_ms: u64,
+    /// Records leave sum-based windows at multiples of this (state ∝ window / granularity).
+    pub window_granularity_ms: u64,
 }
 
 impl Default for DataflowConfig {
@@ -93,6 +95,7 @@ impl Default for DataflowConfig {
             default_new_length_mm: 140.0,
             default_wear_limit_mm: 40.0,
             reporting_window_ms: 5 * 60_000,
+            window_granularity_ms: 60_000,
         }
     }
 }
@@ -122,17 +125,23 @@ impl<'scope> Context<'scope> {
 
     /// Per-device tooth state (shared by `tooth_wear`, `machine_health`, `alerts`).
     pub fn tooth_wear(&self) -> Collection<'scope, tooth_wear::ToothWear> {
-        self.tooth_wear.get_or_init(|| tooth_wear::build(self)).clone()
+        self.tooth_wear
+            .get_or_init(|| tooth_wear::build(self))
+            .clone()
     }
 
     /// Per-order state (shared by `orders_open`, `order_flow`, `inventory_balances`).
     pub fn order_state(&self) -> Collection<'scope, order_state::OrderState> {
-        self.order_state.get_or_init(|| order_state::build(self)).clone()
+        self.order_state
+            .get_or_init(|| order_state::build(self))
+            .clone()
     }
 
     /// Per-(warehouse, sku) balances (shared by `inventory_balances`, `alerts`).
     pub fn balances(&self) -> Collection<'scope, inventory_balances::Balance> {
-        self.balances.get_or_init(|| inventory_balances::build(self)).clone()
+        self.balances
+            .get_or_init(|| inventory_balances::build(self))
+            .clone()
     }
 }
 

@@ -29,14 +29,20 @@ fn schema() -> ViewSchema {
 
 /// Summarizes the teeth of one machine (given in device order).
 fn summarize(machine: &str, teeth: &[&ToothWear]) -> Row {
-    let lost = teeth.iter().filter(|t| t.status == ToothStatus::Lost).count() as i64;
+    let lost = teeth
+        .iter()
+        .filter(|t| t.status == ToothStatus::Lost)
+        .count() as i64;
     let reporting = teeth.iter().filter(|t| t.last_seen_ms.is_some()).count() as i64 - lost;
     let worst = teeth
         .iter()
         .filter_map(|t| t.wear_pct().map(|p| (p, t)))
         .max_by(|a, b| a.0.total_cmp(&b.0));
     let min_remaining = teeth.iter().filter_map(|t| t.remaining_micro).min();
-    let soonest = teeth.iter().filter_map(|t| t.hours_to_limit()).min_by(f64::total_cmp);
+    let soonest = teeth
+        .iter()
+        .filter_map(|t| t.hours_to_limit())
+        .min_by(f64::total_cmp);
     let open_alerts = teeth
         .iter()
         .filter(|t| matches!(t.status, ToothStatus::Lost | ToothStatus::Replace))

@@ -59,18 +59,20 @@ pub fn view() -> ViewDef {
                 .map(|((kind, status), m)| (kind, (status, m)))
                 .antijoin(fill.map(|(kind, _)| kind))
                 .map(|(kind, (status, m))| (kind, status, m, None));
-            with_fill.concat(without_fill).map(|(kind, status, m, outcomes)| {
-                let rate = outcomes.map(|(done, cancelled): (isize, isize)| {
-                    done as f64 / (done + cancelled) as f64
-                });
-                vec![
-                    Value::Str(kind),
-                    Value::Str(status),
-                    Value::Int(m.n),
-                    Value::opt_float(m.mean_y()),
-                    Value::opt_float(rate),
-                ]
-            })
+            with_fill
+                .concat(without_fill)
+                .map(|(kind, status, m, outcomes)| {
+                    let rate = outcomes.map(|(done, cancelled): (isize, isize)| {
+                        done as f64 / (done + cancelled) as f64
+                    });
+                    vec![
+                        Value::Str(kind),
+                        Value::Str(status),
+                        Value::Int(m.n),
+                        Value::opt_float(m.mean_y()),
+                        Value::opt_float(rate),
+                    ]
+                })
         },
     }
 }

@@ -33,22 +33,24 @@ pub fn view() -> ViewDef {
     ViewDef {
         schema,
         build: |ctx: &Context| {
-            ctx.order_state().filter(|o| !o.status.is_terminal()).map(|o| {
-                vec![
-                    Value::str(&o.order_id),
-                    Value::str(o.kind.name()),
-                    Value::str(o.status.name()),
-                    Value::opt_str(o.sku.as_deref()),
-                    Value::Int(o.qty),
-                    Value::opt_str(o.warehouse.as_deref()),
-                    Value::opt_str(o.customer_id.as_deref()),
-                    Value::opt_str(o.machine_id.as_deref()),
-                    Value::opt_str(o.device_id.as_deref()),
-                    Value::Int(o.created_ms as i64),
-                    Value::Int(o.updated_ms as i64),
-                    Value::Int(o.updated_ms.saturating_sub(o.created_ms) as i64),
-                ]
-            })
+            ctx.order_state()
+                .filter(|o| !o.status.is_terminal())
+                .map(|o| {
+                    vec![
+                        Value::str(&o.order_id),
+                        Value::str(o.kind.name()),
+                        Value::str(o.status.name()),
+                        Value::opt_str(o.sku.as_deref()),
+                        Value::Int(o.qty),
+                        Value::opt_str(o.warehouse.as_deref()),
+                        Value::opt_str(o.customer_id.as_deref()),
+                        Value::opt_str(o.machine_id.as_deref()),
+                        Value::opt_str(o.device_id.as_deref()),
+                        Value::Int(o.created_ms as i64),
+                        Value::Int(o.updated_ms as i64),
+                        Value::Int(o.updated_ms.saturating_sub(o.created_ms) as i64),
+                    ]
+                })
         },
     }
 }

@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 use wearflow_operators::time::{MICRO, from_micro, to_micro};
 use wearflow_operators::trend::slope_per_hour;
 use wearflow_operators::{
-    Collection, Column, ColumnType, LatestByKey, Moments, Row, Silence, Stats, Trend, Value,
-    ViewKind, ViewSchema, WindowStats,
+    Collection, Column, ColumnType, LatestByKey, Moments, Row, Sessions, Silence, Stats, Trend,
+    Value, ViewKind, ViewSchema, WindowStats,
 };
 use wearflow_sources::{Asset, DeviceAsset, OrderKind, OrderStatus};
 
@@ -116,12 +116,11 @@ impl ToothWear {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Fact {
     Seen { ts: u64, machine_id: String },
-    Remaining { micro: i64 },
+    Remaining { ts: u64, micro: i64 },
     Device(DeviceAsset),
     Trend(Moments),
     Load(Moments),
     Impacts(Stats),
-    Lengths(Stats),
     Silent,
     Replaced { ts: u64 },
 }
@@ -132,7 +131,8 @@ pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, ToothWear> {
     let telemetry = ctx.inputs.telemetry.clone();
     let metric = |name: &'static str| {
         telemetry.clone().flat_map(move |t| {
-            t.metric(name).map(|value| (t.device_id.clone(), (t.ts.0, value.0)))
+            t.metric(name)
+                .map(|value| (t.device_id.clone(), (t.ts.0, value.0)))
         })
     };
     let remaining = metric("remaining_mm");
@@ -141,23 +141,22 @@ pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, ToothWear> {
         .clone()
         .map(|t| (t.device_id, (t.ts.0, t.machine_id)))
         .latest_by_key("tooth: last seen");
-    let machine_seen = ctx
+    let machine_sessions = ctx
         .inputs
         .telemetry
         .clone()
-        .map(|t| (t.machine_id, (t.ts.0, ())))
-        .latest_by_key("machine: last seen")
-        .map(|(machine, (ts, ()))| (machine, ts));
+        .map(|t| (t.machine_id, t.ts.0))
+        .sessions("machine: sessions", cfg.silence_ms);
     let silent = seen
         .clone()
         .map(|(device, (ts, machine))| (device, (ts, machine)))
-        .silence(machine_seen, cfg.silence_ms)
+        .silence(machine_sessions, cfg.silence_ms)
         .map(|(device, _)| (device, Fact::Silent));
     let latest_remaining = remaining
         .clone()
         .map(|(device, (ts, micro))| (device, (ts, micro)))
         .latest_by_key("tooth: remaining")
-        .map(|(device, (_, micro))| (device, Fact::Remaining { micro }));
+        .map(|(device, (ts, micro))| (device, Fact::Remaining { ts, micro }));
     let devices = ctx
         .inputs
         .assets
@@ -170,13 +169,10 @@ pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, ToothWear> {
         .map(|(device, (_, record))| (device, Fact::Device(record)));
     let trend = remaining
         .clone()
-        .trend(cfg.trend_window_ms)
+        .trend(cfg.trend_window_ms, cfg.window_granularity_ms)
         .map(|(device, m)| (device, Fact::Trend(m)));
-    let lengths = remaining
-        .window_stats("tooth: length extremes", cfg.trend_window_ms)
-        .map(|(device, s)| (device, Fact::Lengths(s)));
     let load = metric("load_kn")
-        .trend(cfg.stats_window_ms)
+        .trend(cfg.stats_window_ms, cfg.window_granularity_ms)
         .map(|(device, m)| (device, Fact::Load(m)));
     let threshold = to_micro(cfg.impact_threshold_g);
     let impacts = metric("impact_g")
@@ -191,7 +187,6 @@ pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, ToothWear> {
         .concat(latest_remaining)
         .concat(devices)
         .concat(trend)
-        .concat(lengths)
         .concat(load)
         .concat(impacts)
         .concat(replaced)
@@ -214,7 +209,11 @@ fn replacements<'s>(ctx: &Context<'s>) -> Collection<'s, (String, Fact)> {
         .map(|(device, (ts, ()))| (device, Fact::Replaced { ts }))
 }
 
-fn combine(device: &str, facts: &[(&Fact, isize)], cfg: &crate::DataflowConfig) -> Option<ToothWear> {
+fn combine(
+    device: &str,
+    facts: &[(&Fact, isize)],
+    cfg: &crate::DataflowConfig,
+) -> Option<ToothWear> {
     let mut seen: Option<(u64, &str)> = None;
     let mut replaced_at: Option<u64> = None;
     let mut remaining = None;
@@ -222,18 +221,16 @@ fn combine(device: &str, facts: &[(&Fact, isize)], cfg: &crate::DataflowConfig) 
     let mut trend: Option<Moments> = None;
     let mut load: Option<Moments> = None;
     let mut impacts: Option<Stats> = None;
-    let mut lengths: Option<Stats> = None;
     let mut silent = false;
     for (fact, _) in facts {
         match fact {
             Fact::Replaced { ts } => replaced_at = Some(*ts),
             Fact::Seen { ts, machine_id } => seen = Some((*ts, machine_id.as_str())),
-            Fact::Remaining { micro } => remaining = Some(*micro),
+            Fact::Remaining { ts, micro } => remaining = Some((*ts, *micro)),
             Fact::Device(d) => record = Some(d),
             Fact::Trend(m) => trend = Some(*m),
             Fact::Load(m) => load = Some(*m),
             Fact::Impacts(s) => impacts = Some(*s),
-            Fact::Lengths(s) => lengths = Some(*s),
             Fact::Silent => silent = true,
         }
     }
@@ -247,18 +244,22 @@ fn combine(device: &str, facts: &[(&Fact, isize)], cfg: &crate::DataflowConfig) 
         .and_then(|r| r.wear_limit_mm)
         .map_or(to_micro(cfg.default_wear_limit_mm), |m| m.0);
     // A trend window that spans a replacement mixes two teeth: a rising slope is not wear.
-    let spans_replacement = replaced_at.is_some_and(|r| {
-        seen.is_some_and(|(ts, _)| ts.saturating_sub(r) < cfg.trend_window_ms)
-    });
+    let spans_replacement = replaced_at
+        .is_some_and(|r| seen.is_some_and(|(ts, _)| ts.saturating_sub(r) < cfg.trend_window_ms));
     let wear_rate_micro_per_h = trend
         .as_ref()
         .and_then(slope_per_hour)
         .filter(|slope| *slope <= 0.0 && !spans_replacement)
         .map(|slope| (-slope).round() as i64);
-    let dropped = match (lengths, remaining) {
-        (Some(l), Some(r)) => (l.max - r) as f64 >= cfg.drop_threshold_mm * MICRO,
+    // A broken tooth: the newest length lies far below the trend line of the window.
+    let dropped = match (
+        trend.as_ref().and_then(|m| m.predict(remaining?.0 as i64)),
+        remaining,
+    ) {
+        (Some(predicted), Some((_, r))) => predicted - r as f64 >= cfg.drop_threshold_mm * MICRO,
         _ => false,
     };
+    let remaining = remaining.map(|(_, micro)| micro);
     let mut wear = ToothWear {
         device_id: device.to_string(),
         machine_id: seen
@@ -336,7 +337,8 @@ pub fn row(t: &ToothWear) -> Row {
         t.position.map_or(Value::Null, Value::Int),
         Value::opt_str(t.sku.as_deref()),
         Value::opt_str(t.site.as_deref()),
-        t.last_seen_ms.map_or(Value::Null, |ms| Value::Int(ms as i64)),
+        t.last_seen_ms
+            .map_or(Value::Null, |ms| Value::Int(ms as i64)),
         Value::opt_float(t.remaining_micro.map(from_micro)),
         Value::opt_float(t.wear_pct()),
         Value::opt_float(t.wear_rate_micro_per_h.map(from_micro)),
@@ -351,5 +353,8 @@ pub fn row(t: &ToothWear) -> Row {
 
 /// The `tooth_wear` view.
 pub fn view() -> ViewDef {
-    ViewDef { schema, build: |ctx| ctx.tooth_wear().map(|t| row(&t)) }
+    ViewDef {
+        schema,
+        build: |ctx| ctx.tooth_wear().map(|t| row(&t)),
+    }
 }

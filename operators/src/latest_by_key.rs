@@ -1,23 +1,18 @@
 //! `LatestByKey`: the newest value per key, with state proportional to the number of keys.
 
-use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
-use differential_dataflow::{AsCollection, ExchangeData, Hashable};
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::operator::Operator;
+use differential_dataflow::{ExchangeData, Hashable};
 
-use crate::{Collection, Diff, Time};
+use crate::{Collection, FoldByKey};
 
 /// Keeps, per key, the observation with the greatest `(order, value)`.
 ///
 /// The input is a stream of observations `(key, (order, value))` (retractions are ignored);
 /// the output is a collection holding exactly one `(key, (order, value))` per key seen. A
-/// `reduce` would keep every observation forever; this operator keeps one per key. It holds
-/// observations until the input frontier passes their time and applies them in time order,
-/// so the output at every time equals the newest observation stamped at or before it.
+/// `reduce` would keep every observation forever; this keeps one per key (see
+/// [`FoldByKey`]), and the output at every time equals the newest observation stamped at or
+/// before it.
 ///
 /// ```
 /// use differential_dataflow::input::Input;
@@ -34,79 +29,21 @@ pub trait LatestByKey<'scope, K, V> {
     fn latest_by_key(self, name: &str) -> Collection<'scope, (K, (u64, V))>;
 }
 
-type Update<K, V> = ((K, (u64, V)), Time, Diff);
-/// Observations waiting for their time to complete.
-type Pending<K, V> = BTreeMap<Time, Vec<(K, (u64, V))>>;
-
 impl<'scope, K, V> LatestByKey<'scope, K, V> for Collection<'scope, (K, (u64, V))>
 where
     K: ExchangeData + Hashable + Hash,
     V: ExchangeData,
 {
     fn latest_by_key(self, name: &str) -> Collection<'scope, (K, (u64, V))> {
-        let exchange = Exchange::new(|((key, _), _, _): &Update<K, V>| key.hashed().into());
-        self.inner
-            .unary_frontier::<CapacityContainerBuilder<Vec<Update<K, V>>>, _, _, _>(
-                exchange,
-                name,
-                |_capability, _info| {
-                    let mut pending: Pending<K, V> = BTreeMap::new();
-                    let mut held: Option<Capability<Time>> = None;
-                    let mut latest: HashMap<K, (u64, V)> = HashMap::new();
-                    move |(input, frontier), output| {
-                        input.for_each(|capability, data| {
-                            if let Some(least) = capability.retain_least(0)
-                                && held.as_ref().is_none_or(|h| least.time() < h.time())
-                            {
-                                held = Some(least);
-                            }
-                            for (record, time, diff) in data.drain(..) {
-                                if diff > 0 {
-                                    pending.entry(time).or_default().push(record);
-                                }
-                            }
-                        });
-                        while let Some(entry) = pending.first_entry() {
-                            let time = *entry.key();
-                            if frontier.less_equal(&time) {
-                                break;
-                            }
-                            let Some(held) = held.as_ref() else { break };
-                            let capability = held.delayed(&time);
-                            let mut newest: BTreeMap<K, (u64, V)> = BTreeMap::new();
-                            for (key, observed) in entry.remove() {
-                                match newest.get(&key) {
-                                    Some(best) if *best >= observed => {}
-                                    _ => {
-                                        newest.insert(key, observed);
-                                    }
-                                }
-                            }
-                            let mut session = output.session(&capability);
-                            for (key, observed) in newest {
-                                match latest.get(&key) {
-                                    Some(old) if *old >= observed => continue,
-                                    Some(old) => {
-                                        session.give(((key.clone(), old.clone()), time, -1));
-                                    }
-                                    None => {}
-                                }
-                                session.give(((key.clone(), observed.clone()), time, 1));
-                                latest.insert(key, observed);
-                            }
-                        }
-                        match pending.keys().next() {
-                            Some(next) => {
-                                if let Some(h) = held.as_mut() {
-                                    h.downgrade(next);
-                                }
-                            }
-                            None => held = None,
-                        }
-                    }
-                },
-            )
-            .as_collection()
+        self.fold_by_key(
+            name,
+            |best: &mut Option<(u64, V)>, observed: &(u64, V)| {
+                if best.as_ref().is_none_or(|b| b < observed) {
+                    *best = Some(observed.clone());
+                }
+            },
+            |best| best.clone(),
+        )
     }
 }
 

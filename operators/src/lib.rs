@@ -7,17 +7,21 @@
 //! ```text
 //!  (key, (event_ts, value))  ──► Window ──► WindowStats   count, sum, mean, stddev, min, max
 //!                                      └──► Trend         least-squares slope per hour
-//!  (key, (order_ts, value))  ──► LatestByKey              newest value per key, O(keys) state
-//!  latest(key) ⋈ latest(group) ─► Silence                 keys quiet while their group talks
+//!  (key, value)              ──► FoldByKey                per-key state in time order, O(keys)
+//!  (key, (order_ts, value))  ──► LatestByKey              newest value per key (a FoldByKey)
+//!  (key, event_ts)           ──► Sessions                 current activity session per key
+//!  latest(key) ⋈ sessions(group) ─► Silence               keys quiet while their group works
 //!  (key, signed delta)       ──► Ledger                   running balance per key
 //! ```
 //!
 //! Operators are extension traits on differential collections, one per file, named by verb.
 
 pub mod error;
+pub mod fold_by_key;
 pub mod latest_by_key;
 pub mod ledger;
 pub mod moments;
+pub mod sessions;
 pub mod silence;
 pub mod time;
 pub mod trend;
@@ -29,9 +33,11 @@ pub mod window_stats;
 pub mod testing;
 
 pub use error::{Error, ErrorRecord};
+pub use fold_by_key::FoldByKey;
 pub use latest_by_key::LatestByKey;
 pub use ledger::Ledger;
 pub use moments::Moments;
+pub use sessions::Sessions;
 pub use silence::Silence;
 pub use time::{Diff, Time};
 pub use trend::Trend;

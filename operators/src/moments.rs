@@ -5,7 +5,9 @@ use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semig
 use serde::{Deserialize, Serialize};
 
 /// Count and sums of `x`, `y`, `x²`, `y²`, `xy` in exact integers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Moments {
     /// Number of observations.
     pub n: i64,
@@ -25,7 +27,14 @@ impl Moments {
     /// The moments of one observation `(x, y)`.
     pub fn of(x: i64, y: i64) -> Moments {
         let (x, y) = (x as i128, y as i128);
-        Moments { n: 1, sx: x, sy: y, sxx: x * x, syy: y * y, sxy: x * y }
+        Moments {
+            n: 1,
+            sx: x,
+            sy: y,
+            sxx: x * x,
+            syy: y * y,
+            sxy: x * y,
+        }
     }
 
     /// Mean of `y`.
@@ -42,6 +51,13 @@ impl Moments {
         // n²·var = n·Σy² − (Σy)², exact in integers before the division.
         let scaled = n * self.syy - self.sy * self.sy;
         Some(((scaled.max(0)) as f64).sqrt() / self.n as f64)
+    }
+
+    /// The least-squares line's value at `x` (the mean of `y` when there is no slope).
+    pub fn predict(&self, x: i64) -> Option<f64> {
+        let mean_y = self.mean_y()?;
+        let mean_x = self.sx as f64 / self.n as f64;
+        Some(mean_y + self.slope().unwrap_or(0.0) * (x as f64 - mean_x))
     }
 
     /// Least-squares slope of `y` over `x`, or `None` with fewer than two distinct `x`.
@@ -128,6 +144,7 @@ mod tests {
         }
         assert_eq!(m.slope(), Some(-2.0));
         assert_eq!(m.mean_y(), Some(91.0));
+        assert_eq!(m.predict(20), Some(60.0));
         let sd = m.stddev_y().expect("has observations");
         assert!((sd - 33f64.sqrt()).abs() < 1e-9);
     }

@@ -32,7 +32,11 @@ where
             (input, probe)
         });
         if worker.index() == 0 {
-            let mut updates = updates.lock().expect("updates lock").take().unwrap_or_default();
+            let mut updates = updates
+                .lock()
+                .expect("updates lock")
+                .take()
+                .unwrap_or_default();
             updates.sort_by_key(|u| u.1);
             for (data, time, diff) in updates {
                 if time > *input.time() {

@@ -2,13 +2,19 @@
 
 use differential_dataflow::{ExchangeData, Hashable};
 
-use crate::time::MS_PER_HOUR;
-use crate::{Collection, Moments, Time, Window};
+use differential_dataflow::difference::Multiply;
+
+use crate::time::{MS_PER_HOUR, ceil_to};
+use crate::{Collection, Moments, Time};
 
 /// Maintains the regression sums of `value` against `event_ts` per key over a window.
 ///
 /// The result is [`Moments`] with `x` = event time in ms and `y` = value; use
 /// [`slope_per_hour`] for units per hour. All sums are exact integers in the difference type.
+///
+/// A record leaves the window at `max(stamp, ceil(event_ts + window_ms, granularity_ms))`:
+/// records of one key expiring in the same granule share one future retraction, which
+/// consolidates, so pending state is `O(keys × window / granularity)`, not `O(records)`.
 ///
 /// ```
 /// use differential_dataflow::input::Input;
@@ -16,21 +22,27 @@ use crate::{Collection, Moments, Time, Window};
 ///
 /// timely::example(|scope| {
 ///     let (mut input, lengths) = scope.new_collection::<(u32, (u64, i64)), isize>();
-///     let _trend = lengths.trend(6 * 3_600_000);
+///     let _trend = lengths.trend(6 * 3_600_000, 60_000);
 ///     input.update_at((1, (0, 100)), 0, 1);
 /// });
 /// ```
 pub trait Trend<'scope, K> {
-    /// Regression sums of `(key, (event_ts, value))` over the last `window_ms` of event time.
-    fn trend(self, window_ms: u64) -> Collection<'scope, (K, Moments)>;
+    /// Regression sums of `(key, (event_ts, value))` over the last `window_ms` of event time,
+    /// expiring at `granularity_ms` boundaries.
+    fn trend(self, window_ms: u64, granularity_ms: u64) -> Collection<'scope, (K, Moments)>;
 }
 
 impl<'scope, K: ExchangeData + Hashable> Trend<'scope, K> for Collection<'scope, (K, (Time, i64))> {
-    fn trend(self, window_ms: u64) -> Collection<'scope, (K, Moments)> {
-        self.map(|(key, (ts, value))| ((key, ts, value), ts))
-            .window(window_ms)
-            .explode(|(key, ts, value)| Some((key, Moments::of(ts as i64, value))))
-            .count()
+    fn trend(self, window_ms: u64, granularity_ms: u64) -> Collection<'scope, (K, Moments)> {
+        self.join_function(move |(key, (ts, value))| {
+            let moments = Moments::of(ts as i64, value);
+            let expiry = ceil_to(ts.saturating_add(window_ms), granularity_ms);
+            [
+                (key.clone(), 0, moments),
+                (key, expiry, moments.multiply(&-1)),
+            ]
+        })
+        .count()
     }
 }
 
@@ -48,6 +60,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     const W: u64 = 15;
+    const G: u64 = 4;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
@@ -57,11 +70,11 @@ mod tests {
         ) {
             let updates: Vec<_> =
                 events.iter().map(|&(k, ts, v, late)| ((k, (ts, v)), ts + late, 1)).collect();
-            let out = run(2, updates, |c| c.trend(W));
+            let out = run(2, updates, |c| c.trend(W, G));
             for q in 0..70 {
                 let mut expected: BTreeMap<u8, Moments> = BTreeMap::new();
                 for &(k, ts, v, late) in &events {
-                    if ts + late <= q && ts + W > q {
+                    if ts + late <= q && ceil_to(ts + W, G) > q {
                         expected.entry(k).or_default().plus_equals(&Moments::of(ts as i64, v));
                     }
                 }

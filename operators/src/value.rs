@@ -33,7 +33,11 @@ impl Value {
 
     /// A float value, or `Null` when it is not finite.
     pub fn float(value: f64) -> Value {
-        if value.is_finite() { Value::Float(value) } else { Value::Null }
+        if value.is_finite() {
+            Value::Float(value)
+        } else {
+            Value::Null
+        }
     }
 
     /// An optional float value.
@@ -131,11 +135,19 @@ pub struct Column {
 impl Column {
     /// A non-null column.
     pub fn required(name: &str, ty: ColumnType) -> Column {
-        Column { name: name.to_string(), ty, nullable: false }
+        Column {
+            name: name.to_string(),
+            ty,
+            nullable: false,
+        }
     }
     /// A nullable column.
     pub fn nullable(name: &str, ty: ColumnType) -> Column {
-        Column { name: name.to_string(), ty, nullable: true }
+        Column {
+            name: name.to_string(),
+            ty,
+            nullable: true,
+        }
     }
 }
 
@@ -176,7 +188,10 @@ impl ViewSchema {
         if key_len == 0 || key_len > columns.len() {
             return Err(Error::InvalidSchema {
                 view: name.to_string(),
-                reason: format!("key length {key_len} does not fit {} columns", columns.len()),
+                reason: format!(
+                    "key length {key_len} does not fit {} columns",
+                    columns.len()
+                ),
             });
         }
         Ok(ViewSchema {
@@ -218,7 +233,12 @@ mod tests {
 
     #[test]
     fn values_order_totally() {
-        let mut vs = [Value::Float(f64::NAN), Value::Int(3), Value::Null, Value::Float(1.0)];
+        let mut vs = [
+            Value::Float(f64::NAN),
+            Value::Int(3),
+            Value::Null,
+            Value::Float(1.0),
+        ];
         vs.sort();
         assert_eq!(vs[0], Value::Null);
         assert_eq!(vs[1], Value::Int(3));

@@ -41,13 +41,23 @@ mod tests {
 
     #[test]
     fn records_leave_after_the_window() {
-        let updates = vec![((1u8, 10u64), 10, 1), ((2u8, 12u64), 30, 1), ((3u8, 0u64), 5, 1)];
+        let updates = vec![
+            ((1u8, 10u64), 10, 1),
+            ((2u8, 12u64), 30, 1),
+            ((3u8, 0u64), 5, 1),
+        ];
         let out = run(1, updates, |c| c.window(10));
-        assert_eq!(accumulate_at(&out, 10).into_keys().collect::<Vec<_>>(), vec![1u8]);
+        assert_eq!(
+            accumulate_at(&out, 10).into_keys().collect::<Vec<_>>(),
+            vec![1u8]
+        );
         assert!(accumulate_at(&out, 20).is_empty());
         // 2 arrived after its window had already closed: inserted and retracted at once.
         assert!(accumulate_at(&out, 30).is_empty());
-        assert_eq!(accumulate_at(&out, 9).into_keys().collect::<Vec<_>>(), vec![3u8]);
+        assert_eq!(
+            accumulate_at(&out, 9).into_keys().collect::<Vec<_>>(),
+            vec![3u8]
+        );
         assert!(accumulate_at(&out, 4).is_empty());
     }
 }

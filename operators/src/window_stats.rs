@@ -71,25 +71,37 @@ impl<'scope, K: ExchangeData + Hashable + std::hash::Hash> WindowStats<'scope, K
             .map(|(key, moments)| (key, (moments, ())));
         let buckets = windowed
             .map(move |(key, ts, value)| ((key, ts / bucket_ms), value))
-            .reduce_named(&format!("{name}: bucket extremes"), |_key, input, output| {
-                let min = input.iter().map(|(v, _)| **v).min();
-                let max = input.iter().map(|(v, _)| **v).max();
-                if let (Some(min), Some(max)) = (min, max) {
-                    output.push(((min, max), 1));
-                }
-            })
+            .reduce_named(
+                &format!("{name}: bucket extremes"),
+                |_key, input, output| {
+                    let min = input.iter().map(|(v, _)| **v).min();
+                    let max = input.iter().map(|(v, _)| **v).max();
+                    if let (Some(min), Some(max)) = (min, max) {
+                        output.push(((min, max), 1));
+                    }
+                },
+            )
             .map(|((key, _bucket), extremes)| (key, extremes))
-            .reduce_named(&format!("{name}: window extremes"), |_key, input, output| {
-                let min = input.iter().map(|((lo, _), _)| *lo).min();
-                let max = input.iter().map(|((_, hi), _)| *hi).max();
-                if let (Some(min), Some(max)) = (min, max) {
-                    output.push(((min, max), 1));
-                }
-            });
-        moments
-            .join_map(buckets, |key, (moments, ()), (min, max)| {
-                (key.clone(), Stats { moments: *moments, min: *min, max: *max })
-            })
+            .reduce_named(
+                &format!("{name}: window extremes"),
+                |_key, input, output| {
+                    let min = input.iter().map(|((lo, _), _)| *lo).min();
+                    let max = input.iter().map(|((_, hi), _)| *hi).max();
+                    if let (Some(min), Some(max)) = (min, max) {
+                        output.push(((min, max), 1));
+                    }
+                },
+            );
+        moments.join_map(buckets, |key, (moments, ()), (min, max)| {
+            (
+                key.clone(),
+                Stats {
+                    moments: *moments,
+                    min: *min,
+                    max: *max,
+                },
+            )
+        })
     }
 }
 

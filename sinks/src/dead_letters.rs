@@ -18,12 +18,23 @@ pub struct DeadLetterFile {
 impl DeadLetterFile {
     /// Opens (creating if needed) the file for appending.
     pub fn open(path: &Path) -> Result<DeadLetterFile, Error> {
-        let io = |source| Error::Io { path: path.display().to_string(), source };
+        let io = |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
-        Ok(DeadLetterFile { path: path.to_path_buf(), writer: BufWriter::new(file), written: 0 })
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        Ok(DeadLetterFile {
+            path: path.to_path_buf(),
+            writer: BufWriter::new(file),
+            written: 0,
+        })
     }
 
     /// Appends one record.
@@ -45,6 +56,9 @@ impl DeadLetterFile {
     }
 
     fn error(&self, source: std::io::Error) -> Error {
-        Error::Io { path: self.path.display().to_string(), source }
+        Error::Io {
+            path: self.path.display().to_string(),
+            source,
+        }
     }
 }

@@ -52,7 +52,11 @@ pub struct ViewData {
 
 impl ViewData {
     fn new(schema: Arc<ViewSchema>) -> ViewData {
-        ViewData { schema, rows: OrdMap::new(), events: Vector::new() }
+        ViewData {
+            schema,
+            rows: OrdMap::new(),
+            events: Vector::new(),
+        }
     }
 
     /// Number of rows (keyed) or retained events (append).
@@ -72,9 +76,11 @@ impl ViewData {
     pub fn get(&self, key: &[Value]) -> Option<&Row> {
         match self.schema.kind {
             ViewKind::Keyed => self.rows.get(key),
-            ViewKind::Append => {
-                self.events.iter().rev().find(|row| &row[..self.schema.key_len] == key)
-            }
+            ViewKind::Append => self
+                .events
+                .iter()
+                .rev()
+                .find(|row| &row[..self.schema.key_len] == key),
         }
     }
 
@@ -174,7 +180,9 @@ impl ServingStore {
         let mut views = previous.views.clone();
         let mut changes = BTreeMap::new();
         for (index, mut updates) in by_view {
-            let Some(schema) = self.schemas.get(index) else { continue };
+            let Some(schema) = self.schemas.get(index) else {
+                continue;
+            };
             consolidate(&mut updates);
             if updates.is_empty() {
                 continue;
@@ -244,7 +252,9 @@ fn apply_keyed(data: &mut ViewData, updates: Vec<(Row, Diff)>) -> Vec<Change> {
     let key_len = data.schema.key_len;
     let mut per_key: BTreeMap<Row, (Option<Row>, bool)> = BTreeMap::new();
     for (row, diff) in updates {
-        let entry = per_key.entry(row[..key_len].to_vec()).or_insert((None, false));
+        let entry = per_key
+            .entry(row[..key_len].to_vec())
+            .or_insert((None, false));
         if diff > 0 {
             // Two rows for one key would break the view's invariant; keep the greatest so the
             // choice is deterministic.
@@ -263,10 +273,18 @@ fn apply_keyed(data: &mut ViewData, updates: Vec<(Row, Diff)>) -> Vec<Change> {
                     Some(_) => ChangeOp::Update,
                     None => ChangeOp::Insert,
                 };
-                changes.push(Change { op, key, row: Some(row) });
+                changes.push(Change {
+                    op,
+                    key,
+                    row: Some(row),
+                });
             }
             None if removed && data.rows.remove(&key).is_some() => {
-                changes.push(Change { op: ChangeOp::Delete, key, row: None });
+                changes.push(Change {
+                    op: ChangeOp::Delete,
+                    key,
+                    row: None,
+                });
             }
             None => {}
         }
@@ -284,7 +302,10 @@ mod tests {
             "balances",
             ViewKind::Keyed,
             1,
-            vec![Column::required("k", ColumnType::Utf8), Column::required("v", ColumnType::Int64)],
+            vec![
+                Column::required("k", ColumnType::Utf8),
+                Column::required("v", ColumnType::Int64),
+            ],
             "test",
         )
         .expect("schema");
@@ -310,10 +331,18 @@ mod tests {
         let before = store.snapshot();
         let first = store.publish(10, vec![(0, row("a", 1), 1), (0, row("b", 2), 1)]);
         assert_eq!((first.version, first.as_of), (1, 10));
-        assert!(before.views["balances"].is_empty(), "an old snapshot never changes");
+        assert!(
+            before.views["balances"].is_empty(),
+            "an old snapshot never changes"
+        );
         let second = store.publish(
             20,
-            vec![(0, row("a", 1), -1), (0, row("a", 5), 1), (0, row("b", 2), -1), (1, vec![Value::str("x")], 1)],
+            vec![
+                (0, row("a", 1), -1),
+                (0, row("a", 5), 1),
+                (0, row("b", 2), -1),
+                (1, vec![Value::str("x")], 1),
+            ],
         );
         let balances = &second.views["balances"];
         assert_eq!(balances.get(&[Value::str("a")]), Some(&row("a", 5)));

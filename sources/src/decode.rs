@@ -106,7 +106,10 @@ mod tests {
         match decode(stream, 3, 17, json.as_bytes()) {
             Ok(event) => panic!("expected {json} to fail, got {event:?}"),
             Err(e) => {
-                assert_eq!((e.source.as_str(), e.partition, e.position), (stream.name(), 3, 17));
+                assert_eq!(
+                    (e.source.as_str(), e.partition, e.position),
+                    (stream.name(), 3, 17)
+                );
                 e.reason
             }
         }
@@ -119,7 +122,9 @@ mod tests {
             r#"{"device_id":"d1","machine_id":"m1","ts":"2026-01-01T00:00:00Z","metrics":{"remaining_mm":81.5,"custom_x":-2}}"#,
         );
         assert_eq!(t.ts_ms(), 1_767_225_600_000);
-        let Event::Telemetry(t) = t else { panic!("telemetry") };
+        let Event::Telemetry(t) = t else {
+            panic!("telemetry")
+        };
         assert_eq!(t.metric("remaining_mm").map(|m| m.0), Some(81_500_000));
         assert_eq!(t.metric("custom_x").map(|m| m.0), Some(-2_000_000));
         ok(
@@ -130,8 +135,14 @@ mod tests {
             StreamKind::Stock,
             r#"{"warehouse":"w1","sku":"T1","qty_delta":-2,"reason":"issue","ref":"o1","ts":1767225600000}"#,
         );
-        ok(StreamKind::Assets, r#"{"kind":"site","site":"s1","warehouse":"w1","abrasiveness":0.7}"#);
-        ok(StreamKind::Assets, r#"{"kind":"device","device_id":"d1","machine_id":"m1","position":3}"#);
+        ok(
+            StreamKind::Assets,
+            r#"{"kind":"site","site":"s1","warehouse":"w1","abrasiveness":0.7}"#,
+        );
+        ok(
+            StreamKind::Assets,
+            r#"{"kind":"device","device_id":"d1","machine_id":"m1","position":3}"#,
+        );
     }
 
     #[test]
@@ -145,23 +156,50 @@ mod tests {
     fn rejects_bad_records_with_reasons() {
         let r = bad(StreamKind::Telemetry, "{not json");
         assert!(r.starts_with("invalid telemetry record"), "{r}");
-        let r = bad(StreamKind::Telemetry, r#"{"machine_id":"m","ts":1767225600000,"metrics":{"a":1}}"#);
+        let r = bad(
+            StreamKind::Telemetry,
+            r#"{"machine_id":"m","ts":1767225600000,"metrics":{"a":1}}"#,
+        );
         assert!(r.contains("missing field `device_id`"), "{r}");
-        let r = bad(StreamKind::Telemetry, r#"{"device_id":"d","machine_id":"m","ts":1767225600000,"metrics":{"a":"x"}}"#);
+        let r = bad(
+            StreamKind::Telemetry,
+            r#"{"device_id":"d","machine_id":"m","ts":1767225600000,"metrics":{"a":"x"}}"#,
+        );
         assert!(r.contains("invalid type"), "{r}");
-        let r = bad(StreamKind::Telemetry, r#"{"device_id":"d","machine_id":"m","ts":"yesterday","metrics":{"a":1}}"#);
+        let r = bad(
+            StreamKind::Telemetry,
+            r#"{"device_id":"d","machine_id":"m","ts":"yesterday","metrics":{"a":1}}"#,
+        );
         assert!(r.contains("timestamp"), "{r}");
-        let r = bad(StreamKind::Telemetry, r#"{"device_id":"d","machine_id":"m","ts":5,"metrics":{"a":1}}"#);
+        let r = bad(
+            StreamKind::Telemetry,
+            r#"{"device_id":"d","machine_id":"m","ts":5,"metrics":{"a":1}}"#,
+        );
         assert!(r.contains("outside"), "{r}");
-        let r = bad(StreamKind::Telemetry, r#"{"device_id":"","machine_id":"m","ts":1767225600000,"metrics":{"a":1}}"#);
+        let r = bad(
+            StreamKind::Telemetry,
+            r#"{"device_id":"","machine_id":"m","ts":1767225600000,"metrics":{"a":1}}"#,
+        );
         assert!(r.contains("must not be empty"), "{r}");
-        let r = bad(StreamKind::Telemetry, r#"{"device_id":"d","machine_id":"m","ts":1767225600000,"metrics":{"a":1e300}}"#);
+        let r = bad(
+            StreamKind::Telemetry,
+            r#"{"device_id":"d","machine_id":"m","ts":1767225600000,"metrics":{"a":1e300}}"#,
+        );
         assert!(r.contains("out of range"), "{r}");
-        let r = bad(StreamKind::Telemetry, r#"{"device_id":"d","machine_id":"m","ts":1767225600000,"metrics":{"a":1},"x":1}"#);
+        let r = bad(
+            StreamKind::Telemetry,
+            r#"{"device_id":"d","machine_id":"m","ts":1767225600000,"metrics":{"a":1},"x":1}"#,
+        );
         assert!(r.contains("unknown field"), "{r}");
-        let r = bad(StreamKind::Orders, r#"{"order_id":"o","kind":"sales","status":"created","qty":0,"ts":1767225600000}"#);
+        let r = bad(
+            StreamKind::Orders,
+            r#"{"order_id":"o","kind":"sales","status":"created","qty":0,"ts":1767225600000}"#,
+        );
         assert!(r.contains("`qty` must be positive"), "{r}");
-        let r = bad(StreamKind::Stock, r#"{"warehouse":"w","sku":"s","qty_delta":0,"reason":"issue","ts":1767225600000}"#);
+        let r = bad(
+            StreamKind::Stock,
+            r#"{"warehouse":"w","sku":"s","qty_delta":0,"reason":"issue","ts":1767225600000}"#,
+        );
         assert!(r.contains("qty_delta"), "{r}");
         let r = bad(StreamKind::Assets, r#"{"kind":"spaceship","id":"x"}"#);
         assert!(r.contains("unknown variant"), "{r}");

@@ -27,8 +27,12 @@ pub enum StreamKind {
 
 impl StreamKind {
     /// All streams, in file order.
-    pub const ALL: [StreamKind; 4] =
-        [StreamKind::Telemetry, StreamKind::Orders, StreamKind::Stock, StreamKind::Assets];
+    pub const ALL: [StreamKind; 4] = [
+        StreamKind::Telemetry,
+        StreamKind::Orders,
+        StreamKind::Stock,
+        StreamKind::Assets,
+    ];
 
     /// The stream's name (also its default topic and file stem).
     pub fn name(self) -> &'static str {
@@ -82,7 +86,9 @@ impl<'de> Deserialize<'de> for Micro {
         let value = f64::deserialize(d)?;
         // ±9.2e12 is the range that fits i64 micro-units.
         if !value.is_finite() || value.abs() > 9.0e12 {
-            return Err(serde::de::Error::custom(format!("number {value} is out of range")));
+            return Err(serde::de::Error::custom(format!(
+                "number {value} is out of range"
+            )));
         }
         Ok(Micro::from_f64(value))
     }
@@ -112,11 +118,15 @@ impl<'de> Deserialize<'de> for Timestamp {
             Text(String),
         }
         let ms = match Wire::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("timestamp must be RFC 3339 text or integer epoch milliseconds")
+            serde::de::Error::custom(
+                "timestamp must be RFC 3339 text or integer epoch milliseconds",
+            )
         })? {
             Wire::Int(ms) => ms,
             Wire::Text(text) => chrono::DateTime::parse_from_rfc3339(&text)
-                .map_err(|e| serde::de::Error::custom(format!("invalid RFC 3339 timestamp `{text}`: {e}")))?
+                .map_err(|e| {
+                    serde::de::Error::custom(format!("invalid RFC 3339 timestamp `{text}`: {e}"))
+                })?
                 .timestamp_millis(),
         };
         if ms < MIN_EVENT_MS as i64 || ms > MAX_EVENT_MS as i64 {
@@ -205,7 +215,10 @@ impl OrderStatus {
     }
     /// Whether the order is closed in this state.
     pub fn is_terminal(self) -> bool {
-        matches!(self, OrderStatus::Shipped | OrderStatus::Completed | OrderStatus::Cancelled)
+        matches!(
+            self,
+            OrderStatus::Shipped | OrderStatus::Completed | OrderStatus::Cancelled
+        )
     }
 }
 

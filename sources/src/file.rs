@@ -59,7 +59,9 @@ impl Partition {
 
     /// Merge order: errors first (they carry no time), then by event time, then partition.
     fn head_key(&self) -> Option<(Time, u32)> {
-        self.head.as_ref().map(|r| (r.event.as_ref().map_or(0, Event::ts_ms), self.index))
+        self.head
+            .as_ref()
+            .map(|r| (r.event.as_ref().map_or(0, Event::ts_ms), self.index))
     }
 }
 
@@ -91,8 +93,10 @@ impl FileReplay {
     pub fn open(files: &[(StreamKind, PathBuf)]) -> Result<FileReplay, Error> {
         let mut partitions = Vec::new();
         for (index, (stream, path)) in files.iter().enumerate() {
-            let file = File::open(path)
-                .map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+            let file = File::open(path).map_err(|source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
             let mut partition = Partition {
                 stream: *stream,
                 index: index as u32,
@@ -108,12 +112,17 @@ impl FileReplay {
 
     /// The partitions as `(stream, partition index)`.
     pub fn partitions(&self) -> Vec<(StreamKind, u32)> {
-        self.partitions.iter().map(|p| (p.stream, p.index)).collect()
+        self.partitions
+            .iter()
+            .map(|p| (p.stream, p.index))
+            .collect()
     }
 
     /// Whether a partition has been read to its end.
     pub fn is_finished(&self, partition: u32) -> bool {
-        self.partitions.get(partition as usize).is_none_or(|p| p.head.is_none())
+        self.partitions
+            .get(partition as usize)
+            .is_none_or(|p| p.head.is_none())
     }
 }
 
@@ -134,7 +143,10 @@ impl Iterator for FileReplay {
 }
 
 /// Writes events to `<dir>/<stream>.jsonl`, one JSON object per line, creating the directory.
-pub fn write_jsonl<'a>(dir: &Path, events: impl IntoIterator<Item = &'a Event>) -> Result<(), Error> {
+pub fn write_jsonl<'a>(
+    dir: &Path,
+    events: impl IntoIterator<Item = &'a Event>,
+) -> Result<(), Error> {
     let io = |path: &Path| {
         let path = path.display().to_string();
         move |source| Error::Io { path, source }
@@ -147,7 +159,10 @@ pub fn write_jsonl<'a>(dir: &Path, events: impl IntoIterator<Item = &'a Event>) 
         writers.push((path, BufWriter::new(file)));
     }
     for event in events {
-        let index = StreamKind::ALL.iter().position(|s| *s == event.stream()).unwrap_or(0);
+        let index = StreamKind::ALL
+            .iter()
+            .position(|s| *s == event.stream())
+            .unwrap_or(0);
         let (path, writer) = &mut writers[index];
         writeln!(writer, "{}", event.to_json_line()).map_err(io(path))?;
     }
@@ -178,8 +193,10 @@ mod tests {
         )
         .expect("write");
         let records: Vec<SourceRecord> = FileReplay::open_dir(&dir).expect("open").collect();
-        let summary: Vec<(StreamKind, u64, bool)> =
-            records.iter().map(|r| (r.stream, r.position, r.event.is_ok())).collect();
+        let summary: Vec<(StreamKind, u64, bool)> = records
+            .iter()
+            .map(|r| (r.stream, r.position, r.event.is_ok()))
+            .collect();
         assert_eq!(
             summary,
             vec![
