@@ -11,7 +11,7 @@ use wearflow::http::{self, AppState};
 use wearflow::metrics::Metrics;
 use wearflow::runtime;
 use wearflow_sinks::ServingStore;
-use wearflow_sources::{Simulator, SimulatorConfig, write_jsonl};
+use wearflow_sources::{SimulatorConfig, simulate, write_jsonl};
 
 #[derive(Parser)]
 #[command(
@@ -118,14 +118,10 @@ fn main() -> anyhow::Result<()> {
                 machines,
                 ..SimulatorConfig::default()
             };
-            let start = config.start_ms;
-            let mut sim = Simulator::new(config);
-            let mut events = Vec::new();
-            sim.advance(start + duration_ms, &mut events);
+            let (events, truth) = simulate(config, duration_ms);
             write_jsonl(&out, &events)?;
             if let Some(path) = ground_truth {
-                let lines: Vec<String> = sim
-                    .ground_truth()
+                let lines: Vec<String> = truth
                     .iter()
                     .map(serde_json::to_string)
                     .collect::<Result<_, _>>()?;

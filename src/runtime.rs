@@ -268,8 +268,10 @@ pub fn run(
     let summary = Arc::new(Mutex::new(RunSummary::default()));
     let config = config.clone();
     let result_summary = Arc::clone(&summary);
+    let finished = Arc::new(AtomicBool::new(false));
     let guards = timely::execute(timely::Config::process(config.workers), move |worker| {
         let index = worker.index();
+        let finished = Arc::clone(&finished);
         let pending: Pending = Rc::new(RefCell::new(VecDeque::new()));
         let publisher_pending = Rc::clone(&pending);
         // Set once the end of input is published: later frontiers only reflect future-time
@@ -281,6 +283,7 @@ pub fn run(
         let publish_metrics = Arc::clone(&metrics);
         let publish_summary = Arc::clone(&summary);
         let dataflow_config = config.dataflow.clone();
+        let dataflow_id = worker.next_dataflow_index();
         let (mut inputs, probe) = worker.dataflow::<Time, _, _>(move |scope| {
             let (telemetry_in, telemetry) = scope.new_collection();
             let (orders_in, orders) = scope.new_collection();
@@ -381,7 +384,10 @@ pub fn run(
 
         if index != 0 {
             inputs.close();
-            while worker.step_or_park(Some(Duration::from_millis(100))) {}
+            while !finished.load(Ordering::Acquire)
+                && worker.step_or_park(Some(Duration::from_millis(10)))
+            {}
+            worker.drop_dataflow(dataflow_id);
             return;
         }
 
@@ -521,8 +527,11 @@ pub fn run(
                 s.late = local.late;
             })
             .ok();
-        inputs.close();
-        while worker.step_or_park(Some(Duration::from_millis(100))) {}
+        // The end of input is published. What the dataflow would still compute (window
+        // expiries past the end) is never published: drop it on every worker.
+        finished.store(true, Ordering::Release);
+        drop(inputs);
+        worker.drop_dataflow(dataflow_id);
     })
     .map_err(RuntimeError::Dataflow)?;
     for result in guards.join() {

@@ -11,7 +11,7 @@ use wearflow::runtime::{self, RunSummary};
 use wearflow_operators::Value;
 use wearflow_sinks::json::row_to_json;
 use wearflow_sinks::{ServingStore, Snapshot};
-use wearflow_sources::{Simulator, SimulatorConfig, write_jsonl};
+use wearflow_sources::{SimulatorConfig, simulate, write_jsonl};
 
 struct Run {
     summary: RunSummary,
@@ -86,16 +86,13 @@ fn render(snapshot: &Snapshot) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn simulate(dir: &Path, seed: u64, machines: usize, hours: u64) -> usize {
+fn simulate_files(dir: &Path, seed: u64, machines: usize, hours: u64) -> usize {
     let config = SimulatorConfig {
         seed,
         machines,
         ..SimulatorConfig::default()
     };
-    let start = config.start_ms;
-    let mut sim = Simulator::new(config);
-    let mut events = Vec::new();
-    sim.advance(start + hours * 3_600_000, &mut events);
+    let (events, _) = simulate(config, hours * 3_600_000);
     write_jsonl(dir, &events).expect("write simulator files");
     events.len()
 }
@@ -109,7 +106,7 @@ fn golden_dir() -> PathBuf {
 #[test]
 fn golden_views_for_a_fixed_seed() {
     let input = tempfile::tempdir().expect("input dir");
-    let events = simulate(input.path(), 7, 5, 32);
+    let events = simulate_files(input.path(), 7, 5, 32);
     let run = replay(input.path(), 2, 2_000);
     assert_eq!(run.summary.records as usize, events);
     assert_eq!(run.summary.bad, 0);
@@ -143,7 +140,7 @@ fn golden_views_for_a_fixed_seed() {
 #[test]
 fn views_do_not_depend_on_worker_count() {
     let input = tempfile::tempdir().expect("input dir");
-    simulate(input.path(), 11, 4, 30);
+    simulate_files(input.path(), 11, 4, 30);
     let runs: Vec<Run> = [1, 2, 4]
         .into_iter()
         .map(|w| replay(input.path(), w, 3_000))

@@ -8,10 +8,13 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use wearflow::config::{Config, SourceConfig};
+use wearflow::config::{ClockConfig, Config, SourceConfig};
 use wearflow::metrics::Metrics;
 use wearflow::runtime;
 use wearflow_sinks::ServingStore;
+
+/// The simulator's default start (2026-01-01T00:00:00Z), used when no start is configured.
+const SIM_START_MS: u64 = 1_767_225_600_000;
 
 #[derive(Parser)]
 #[command(name = "wearflow-bench", about = "wearflow benchmarks")]
@@ -25,15 +28,29 @@ enum Command {
     /// In-process ingest: simulator → all views → serving store, as fast as possible.
     Ingest {
         /// Machines in the simulated fleet.
-        #[arg(long, default_value_t = 500)]
+        #[arg(long, default_value_t = 50)]
         machines: usize,
-        /// Simulated hours to ingest.
-        #[arg(long, default_value_t = 48)]
+        /// Simulated hours to ingest (the fleet digs 06:00–22:00).
+        #[arg(long, default_value_t = 12)]
         hours: u64,
         /// Timely workers.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// Logical time resolution in ms.
+        #[arg(long, default_value_t = 100)]
+        resolution_ms: u64,
+        /// Print resident memory and the published `as_of` every this many seconds (0 = never).
+        #[arg(long, default_value_t = 0)]
+        rss_every_secs: u64,
     },
+}
+
+/// Current resident set size of this process (Linux `VmRSS`), in bytes.
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), in bytes.
@@ -50,10 +67,16 @@ fn main() -> anyhow::Result<()> {
             machines,
             hours,
             workers,
+            resolution_ms,
+            rss_every_secs,
         } => {
             let data = std::env::temp_dir().join(format!("wearflow-bench-{}", std::process::id()));
             let config = Config {
                 workers,
+                clock: ClockConfig {
+                    resolution_ms,
+                    ..ClockConfig::default()
+                },
                 data_dir: data.clone(),
                 source: SourceConfig::Simulator {
                     seed: 1,
@@ -66,6 +89,23 @@ fn main() -> anyhow::Result<()> {
             };
             let store = Arc::new(ServingStore::new(runtime::view_schemas()));
             let started = Instant::now();
+            if rss_every_secs > 0 {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(rss_every_secs));
+                        let snapshot = store.snapshot();
+                        let simulated_h =
+                            snapshot.as_of.saturating_sub(SIM_START_MS) as f64 / 3.6e6;
+                        eprintln!(
+                            "rss: wall {:>6.1} s  simulated {:>7.1} h  rss {:>6.0} MiB",
+                            started.elapsed().as_secs_f64(),
+                            simulated_h.max(0.0),
+                            rss_bytes().unwrap_or(0) as f64 / 1048576.0
+                        );
+                    }
+                });
+            }
             let summary = runtime::run(
                 &config,
                 Arc::clone(&store),

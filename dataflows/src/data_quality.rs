@@ -2,7 +2,7 @@
 
 use wearflow_operators::{Column, ColumnType, LatestByKey, Value, ViewKind, ViewSchema};
 
-use crate::{Context, QualityMark, ViewDef};
+use crate::{Context, ViewDef};
 
 fn schema() -> ViewSchema {
     use ColumnType::*;
@@ -30,16 +30,7 @@ pub fn view() -> ViewDef {
                 .inputs
                 .quality
                 .clone()
-                .explode(|(source, mark)| {
-                    Some((
-                        source,
-                        match mark {
-                            QualityMark::Ok => (1isize, 0isize, 0isize),
-                            QualityMark::Bad => (0, 1, 0),
-                            QualityMark::Late => (1, 0, 1),
-                        },
-                    ))
-                })
+                .explode(|(source, mark)| Some((source, mark.counts())))
                 .count();
             let last = ctx
                 .inputs

@@ -6,7 +6,7 @@ use wearflow_operators::{
 };
 use wearflow_sources::Asset;
 
-use crate::{Context, QualityMark, ViewDef};
+use crate::{Context, ViewDef};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Figure {
@@ -69,16 +69,7 @@ pub fn view() -> ViewDef {
                 .inputs
                 .quality
                 .clone()
-                .explode(|(_, mark)| {
-                    Some((
-                        (),
-                        match mark {
-                            QualityMark::Ok => (1isize, 0isize, 0isize),
-                            QualityMark::Bad => (0, 1, 0),
-                            QualityMark::Late => (1, 0, 1),
-                        },
-                    ))
-                })
+                .explode(|(_, mark)| Some(((), mark.counts())))
                 .count()
                 .map(|((), (ok, bad, late))| Figure::Records(ok, bad, late));
             let last_event = ctx

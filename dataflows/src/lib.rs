@@ -38,6 +38,17 @@ pub enum QualityMark {
     Late,
 }
 
+impl QualityMark {
+    /// This mark as `(accepted, rejected, late)` counts; a late record is also accepted.
+    pub fn counts(self) -> (isize, isize, isize) {
+        match self {
+            QualityMark::Ok => (1, 0, 0),
+            QualityMark::Bad => (0, 1, 0),
+            QualityMark::Late => (1, 0, 1),
+        }
+    }
+}
+
 /// The input collections every dataflow reads.
 pub struct Inputs<'scope> {
     /// Telemetry readings.

@@ -21,7 +21,7 @@ pub use event::{
     SkuAsset, Stock, StockReason, StreamKind, Telemetry, Timestamp, WorkReason,
 };
 pub use file::{FileReplay, SourceRecord, write_jsonl};
-pub use simulator::{GroundTruth, Simulator, SimulatorConfig};
+pub use simulator::{GroundTruth, Simulator, SimulatorConfig, simulate};
 pub use watermark::Watermarks;
 
 /// Errors of this crate.

@@ -205,6 +205,16 @@ impl Simulator {
     }
 }
 
+/// Runs a fresh simulator for `duration_ms` from its start; returns every event in time order
+/// and the ground truth of that period.
+pub fn simulate(config: SimulatorConfig, duration_ms: Time) -> (Vec<Event>, Vec<GroundTruth>) {
+    let end = config.start_ms.saturating_add(duration_ms);
+    let mut simulator = Simulator::new(config);
+    let mut events = Vec::new();
+    simulator.advance(end, &mut events);
+    (events, simulator.ground_truth().to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
