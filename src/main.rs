@@ -204,7 +204,15 @@ fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
     println!("  a view:   http://{addr}/views/tooth_wear?limit=10");
     println!("  live:     http://{addr}/views/machine_health/changes");
     println!("  metrics:  http://{addr}/metrics");
-    ready.store(true, Ordering::Relaxed);
+    // Ready once the first snapshot is published: before that every view is empty.
+    let ready_store = Arc::clone(&store);
+    let ready_flag = Arc::clone(&ready);
+    tokio.spawn(async move {
+        while ready_store.snapshot().version == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        ready_flag.store(true, Ordering::Relaxed);
+    });
     let engine_store = Arc::clone(&store);
     let engine_stop = Arc::clone(&stop);
     let engine_config = config.clone();
