@@ -42,15 +42,10 @@ pub fn view() -> ViewDef {
         schema,
         build: |ctx: &Context| {
             let window = ctx.config.reporting_window_ms;
-            let last_seen = ctx
-                .inputs
-                .telemetry
-                .clone()
-                .map(|t| (t.device_id, (t.ts.0, ())))
-                .latest_by_key("fleet: device last seen");
+            let last_seen = ctx.device_last_seen();
             let reporting = last_seen
                 .clone()
-                .map(|(device, (ts, ()))| (device, ts))
+                .map(|(device, (ts, _machine))| (device, ts))
                 .window(window)
                 .map(|_| ())
                 .count()

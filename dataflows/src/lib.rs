@@ -13,7 +13,7 @@
 use std::cell::OnceCell;
 
 use serde::{Deserialize, Serialize};
-use wearflow_operators::{Collection, ErrorRecord, Row, ViewSchema};
+use wearflow_operators::{Collection, ErrorRecord, LatestByKey, Row, ViewSchema};
 use wearflow_sources::{Asset, Order, Stock, Telemetry};
 
 pub mod alerts;
@@ -117,6 +117,8 @@ pub struct Context<'scope> {
     pub inputs: Inputs<'scope>,
     /// The thresholds.
     pub config: DataflowConfig,
+    readings: OnceCell<Collection<'scope, tooth_wear::Reading>>,
+    device_last_seen: OnceCell<Collection<'scope, (String, (u64, String))>>,
     tooth_wear: OnceCell<Collection<'scope, tooth_wear::ToothWear>>,
     order_state: OnceCell<Collection<'scope, order_state::OrderState>>,
     balances: OnceCell<Collection<'scope, inventory_balances::Balance>>,
@@ -128,10 +130,30 @@ impl<'scope> Context<'scope> {
         Context {
             inputs,
             config,
+            readings: OnceCell::new(),
+            device_last_seen: OnceCell::new(),
             tooth_wear: OnceCell::new(),
             order_state: OnceCell::new(),
             balances: OnceCell::new(),
         }
+    }
+
+    /// Telemetry projected to the fields the tooth dataflows use.
+    pub fn readings(&self) -> Collection<'scope, tooth_wear::Reading> {
+        self.readings
+            .get_or_init(|| self.inputs.telemetry.clone().map(tooth_wear::Reading::of))
+            .clone()
+    }
+
+    /// The newest reading time per device, with the machine it came from.
+    pub fn device_last_seen(&self) -> Collection<'scope, (String, (u64, String))> {
+        self.device_last_seen
+            .get_or_init(|| {
+                self.readings()
+                    .map(|r| (r.device_id, (r.ts, r.machine_id)))
+                    .latest_by_key("device: last seen")
+            })
+            .clone()
     }
 
     /// Per-device tooth state (shared by `tooth_wear`, `machine_health`, `alerts`).

@@ -7,7 +7,7 @@ use wearflow_operators::{
     Collection, Column, ColumnType, LatestByKey, Moments, Row, Sessions, Silence, Stats, Trend,
     Value, ViewKind, ViewSchema, WindowStats,
 };
-use wearflow_sources::{Asset, DeviceAsset, OrderKind, OrderStatus};
+use wearflow_sources::{Asset, DeviceAsset, OrderKind, OrderStatus, Telemetry};
 
 use crate::{Context, ViewDef};
 
@@ -125,27 +125,53 @@ enum Fact {
     Replaced { ts: u64 },
 }
 
+/// The part of a telemetry reading the tooth dataflows use, so that fanning a reading out to
+/// several operators copies two ids and a few integers, not the whole metric map.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Reading {
+    /// The device.
+    pub device_id: String,
+    /// Its machine.
+    pub machine_id: String,
+    /// Event time.
+    pub ts: u64,
+    /// `remaining_mm` in µmm.
+    pub remaining_micro: Option<i64>,
+    /// `load_kn` in µkN.
+    pub load_micro: Option<i64>,
+    /// `impact_g` in µg.
+    pub impact_micro: Option<i64>,
+}
+
+impl Reading {
+    /// Projects a telemetry record.
+    pub fn of(t: Telemetry) -> Reading {
+        Reading {
+            remaining_micro: t.metric("remaining_mm").map(|m| m.0),
+            load_micro: t.metric("load_kn").map(|m| m.0),
+            impact_micro: t.metric("impact_g").map(|m| m.0),
+            device_id: t.device_id,
+            machine_id: t.machine_id,
+            ts: t.ts.0,
+        }
+    }
+}
+
 /// Builds the per-device state.
 pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, ToothWear> {
     let cfg = ctx.config.clone();
-    let telemetry = ctx.inputs.telemetry.clone();
-    let metric = |name: &'static str| {
-        telemetry.clone().flat_map(move |t| {
-            t.metric(name)
-                .map(|value| (t.device_id.clone(), (t.ts.0, value.0)))
-        })
+    let readings = ctx.readings();
+    let metric = |pick: fn(&Reading) -> Option<i64>| {
+        readings
+            .clone()
+            .flat_map(move |r| pick(&r).map(|value| (r.device_id, (r.ts, value))))
     };
-    let remaining = metric("remaining_mm");
+    let remaining = metric(|r| r.remaining_micro);
 
-    let seen = telemetry
+    let seen = ctx.device_last_seen();
+    let machine_sessions = readings
         .clone()
-        .map(|t| (t.device_id, (t.ts.0, t.machine_id)))
-        .latest_by_key("tooth: last seen");
-    let machine_sessions = ctx
-        .inputs
-        .telemetry
-        .clone()
-        .map(|t| (t.machine_id, t.ts.0))
+        .map(|r| (r.machine_id, r.ts))
         .sessions("machine: sessions", cfg.silence_ms);
     let silent = seen
         .clone()
@@ -171,11 +197,11 @@ pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, ToothWear> {
         .clone()
         .trend(cfg.trend_window_ms, cfg.window_granularity_ms)
         .map(|(device, m)| (device, Fact::Trend(m)));
-    let load = metric("load_kn")
+    let load = metric(|r| r.load_micro)
         .trend(cfg.stats_window_ms, cfg.window_granularity_ms)
         .map(|(device, m)| (device, Fact::Load(m)));
     let threshold = to_micro(cfg.impact_threshold_g);
-    let impacts = metric("impact_g")
+    let impacts = metric(|r| r.impact_micro)
         .filter(move |(_, (_, g))| *g >= threshold)
         .window_stats("tooth: impacts", cfg.stats_window_ms)
         .map(|(device, s)| (device, Fact::Impacts(s)));
