@@ -311,3 +311,191 @@ fn lost_and_worn_teeth_raise_alerts_once() {
         (2, 1, 2)
     );
 }
+
+mod oracle {
+    //! Random stock, order and SKU events, written out of order (so many are late), checked
+    //! against a plain-Rust recomputation of `inventory_balances`, `orders_open` and
+    //! `data_quality` on 1, 2 and 4 workers.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const T0: u64 = 1_767_225_600_000;
+
+    /// (warehouse, sku) → (on hand, reserved, on order, reorder point).
+    type Balances = BTreeMap<(String, String), (i64, i64, i64, Option<i64>)>;
+    /// order id → (kind, status, warehouse, sku, qty).
+    type OpenOrders = BTreeMap<String, (String, String, String, String, i64)>;
+
+    #[derive(Clone, Debug)]
+    struct OrderEvent {
+        id: u8,
+        kind: &'static str,
+        status: &'static str,
+        warehouse: u8,
+        sku: u8,
+        qty: i64,
+        ts: u64,
+    }
+
+    const STATUSES: [&str; 6] = [
+        "created",
+        "allocated",
+        "assigned",
+        "shipped",
+        "completed",
+        "cancelled",
+    ];
+
+    fn rank(status: &str) -> usize {
+        STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .expect("known status")
+    }
+
+    fn order_events() -> impl Strategy<Value = Vec<OrderEvent>> {
+        prop::collection::vec(
+            (0u8..6, 0usize..6, 0u8..2, 0u8..2, 1i64..5, 0u64..7_200),
+            0..25,
+        )
+        .prop_map(|raw| {
+            raw.into_iter()
+                .map(|(id, status, warehouse, sku, qty, second)| OrderEvent {
+                    id,
+                    // One kind per order id, so an order never changes kind.
+                    kind: ["sales", "work", "purchase"][id as usize % 3],
+                    status: match (id % 3, STATUSES[status]) {
+                        (1, "shipped") => "completed",
+                        (_, s) => s,
+                    },
+                    warehouse,
+                    sku,
+                    qty,
+                    ts: T0 + second * 1_000,
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(6))]
+        #[test]
+        fn views_equal_a_recomputation(
+            stock in prop::collection::vec((0u8..2, 0u8..2, -9i64..10, 0u64..7_200), 1..40),
+            orders in order_events(),
+            reorder in prop::collection::vec((0u8..2, 0i64..30, 0u64..7_200), 0..4),
+        ) {
+            let input = tempfile::tempdir().expect("input dir");
+            let stock_lines: Vec<String> = stock
+                .iter()
+                .map(|(w, s, q, second)| {
+                    let q = if *q == 0 { 1 } else { *q };
+                    format!(
+                        "{{\"warehouse\":\"W{w}\",\"sku\":\"S{s}\",\"qty_delta\":{q},\"reason\":\"adjustment\",\"ts\":{}}}",
+                        T0 + second * 1_000
+                    )
+                })
+                .collect();
+            let order_lines: Vec<String> = orders
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{{\"order_id\":\"O{}\",\"kind\":\"{}\",\"status\":\"{}\",\"warehouse\":\"W{}\",\"sku\":\"S{}\",\"qty\":{},\"ts\":{}}}",
+                        o.id, o.kind, o.status, o.warehouse, o.sku, o.qty, o.ts
+                    )
+                })
+                .collect();
+            let asset_lines: Vec<String> = reorder
+                .iter()
+                .map(|(s, rp, second)| {
+                    format!("{{\"kind\":\"sku\",\"sku\":\"S{s}\",\"reorder_point\":{rp},\"ts\":{}}}", T0 + second * 1_000)
+                })
+                .collect();
+            // Files keep the random order: records behind the frontier are late but count.
+            std::fs::write(input.path().join("stock.jsonl"), stock_lines.join("\n") + "\n").expect("write");
+            std::fs::write(input.path().join("orders.jsonl"), order_lines.join("\n") + "\n").expect("write");
+            std::fs::write(input.path().join("assets.jsonl"), asset_lines.join("\n") + "\n").expect("write");
+
+            // The recomputation.
+            let mut on_hand: BTreeMap<(u8, u8), i64> = BTreeMap::new();
+            for (w, s, q, _) in &stock {
+                *on_hand.entry((*w, *s)).or_default() += if *q == 0 { 1 } else { *q };
+            }
+            let mut by_order: BTreeMap<u8, Vec<&OrderEvent>> = BTreeMap::new();
+            for o in &orders {
+                by_order.entry(o.id).or_default().push(o);
+            }
+            let mut open_orders: OpenOrders = BTreeMap::new();
+            let mut reserved: BTreeMap<(u8, u8), i64> = BTreeMap::new();
+            let mut on_order: BTreeMap<(u8, u8), i64> = BTreeMap::new();
+            for (id, mut events) in by_order {
+                events.sort_by_key(|e| (e.ts, rank(e.status)));
+                let last = events.last().expect("events");
+                if rank(last.status) >= 3 {
+                    continue;
+                }
+                open_orders.insert(
+                    format!("O{id}"),
+                    (last.kind.to_string(), last.status.to_string(), format!("W{}", last.warehouse), format!("S{}", last.sku), last.qty),
+                );
+                let target = if last.kind == "purchase" { &mut on_order } else { &mut reserved };
+                *target.entry((last.warehouse, last.sku)).or_default() += last.qty;
+            }
+            let mut points: BTreeMap<u8, (u64, i64)> = BTreeMap::new();
+            for (s, rp, second) in &reorder {
+                let e = points.entry(*s).or_insert((*second, *rp));
+                if (*second, *rp) > *e { *e = (*second, *rp); }
+            }
+            let mut keys: Vec<(u8, u8)> = on_hand.iter().filter(|(_, v)| **v != 0).map(|(k, _)| *k).collect();
+            keys.extend(reserved.iter().filter(|(_, v)| **v != 0).map(|(k, _)| *k));
+            keys.extend(on_order.iter().filter(|(_, v)| **v != 0).map(|(k, _)| *k));
+            keys.sort();
+            keys.dedup();
+            let expected_balances: Balances = keys
+                .into_iter()
+                .map(|(w, s)| {
+                    let k = (w, s);
+                    (
+                        (format!("W{w}"), format!("S{s}")),
+                        (
+                            on_hand.get(&k).copied().unwrap_or(0),
+                            reserved.get(&k).copied().unwrap_or(0),
+                            on_order.get(&k).copied().unwrap_or(0),
+                            points.get(&s).map(|(_, rp)| *rp),
+                        ),
+                    )
+                })
+                .collect();
+
+            for workers in [1, 2, 4] {
+                let run = replay(input.path(), workers, 5);
+                let snapshot = &run.final_snapshot;
+                let text = |v: &Value| match v {
+                    Value::Str(s) => s.clone(),
+                    other => panic!("expected text, got {other:?}"),
+                };
+                let balances: Balances = snapshot.views
+                    ["inventory_balances"]
+                    .iter()
+                    .map(|row| {
+                        let rp = match &row[6] { Value::Int(v) => Some(*v), _ => None };
+                        assert_eq!(int(row, 4), int(row, 2) - int(row, 3), "available = on hand - reserved");
+                        ((text(&row[0]), text(&row[1])), (int(row, 2), int(row, 3), int(row, 5), rp))
+                    })
+                    .collect();
+                prop_assert_eq!(&balances, &expected_balances, "inventory_balances on {} workers", workers);
+                let open: OpenOrders = snapshot.views["orders_open"]
+                    .iter()
+                    .map(|row| (text(&row[0]), (text(&row[1]), text(&row[2]), text(&row[5]), text(&row[3]), int(row, 4))))
+                    .collect();
+                prop_assert_eq!(&open, &open_orders, "orders_open on {} workers", workers);
+                let quality = &snapshot.views["data_quality"];
+                let ok = |source: &str| quality.get(&[Value::str(source)]).map_or(0, |row| int(row, 1));
+                prop_assert_eq!(ok("stock") as usize, stock.len());
+                prop_assert_eq!(ok("orders") as usize, orders.len());
+                prop_assert_eq!(ok("assets") as usize, reorder.len());
+            }
+        }
+    }
+}
