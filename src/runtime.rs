@@ -163,7 +163,6 @@ impl Driver {
                 if target > sim.clock_ms() {
                     sim.advance(target, &mut events);
                 }
-                let _ = max;
                 out.extend(events.into_iter().map(|event| SourceRecord {
                     stream: event.stream(),
                     partition: partition_of(event.stream()) as u32,
@@ -333,7 +332,7 @@ pub fn run(
                         return;
                     }
                     let as_of = bound.saturating_sub(1);
-                    if bound == 0 || as_of <= store.snapshot().as_of && buffered.is_empty() {
+                    if bound == 0 {
                         return;
                     }
                     let mut updates = Vec::new();

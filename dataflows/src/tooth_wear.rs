@@ -175,12 +175,10 @@ pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, ToothWear> {
         .sessions("machine: sessions", cfg.silence_ms);
     let silent = seen
         .clone()
-        .map(|(device, (ts, machine))| (device, (ts, machine)))
         .silence(machine_sessions, cfg.silence_ms)
         .map(|(device, _)| (device, Fact::Silent));
     let latest_remaining = remaining
         .clone()
-        .map(|(device, (ts, micro))| (device, (ts, micro)))
         .latest_by_key("tooth: remaining")
         .map(|(device, (ts, micro))| (device, Fact::Remaining { ts, micro }));
     let devices = ctx
