@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use wearflow_dataflows::DataflowConfig;
+use wearflow_sinks::kafka::KafkaSinkConfig;
+use wearflow_sources::KafkaSourceConfig;
 
 /// The whole engine configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,6 +23,8 @@ pub struct Config {
     pub source: SourceConfig,
     /// Thresholds of the domain dataflows.
     pub dataflow: DataflowConfig,
+    /// Kafka outputs: view changelogs, alerts, dead letters (none = no Kafka output).
+    pub kafka_sink: Option<KafkaSinkConfig>,
 }
 
 impl Default for Config {
@@ -32,6 +36,7 @@ impl Default for Config {
             clock: ClockConfig::default(),
             source: SourceConfig::default(),
             dataflow: DataflowConfig::default(),
+            kafka_sink: None,
         }
     }
 }
@@ -91,6 +96,8 @@ pub enum SourceConfig {
         #[serde(default)]
         speed: f64,
     },
+    /// The stream topics of a Kafka cluster.
+    Kafka(KafkaSourceConfig),
 }
 
 fn default_seed() -> u64 {
@@ -174,6 +181,14 @@ impl Config {
                 }
                 "WEARFLOW_HTTP_ADDR" => config.http_addr = value,
                 "WEARFLOW_DATA_DIR" => config.data_dir = PathBuf::from(value),
+                "WEARFLOW_KAFKA_BROKERS" => {
+                    if let SourceConfig::Kafka(kafka) = &mut config.source {
+                        kafka.brokers = value.clone();
+                    }
+                    if let Some(sink) = &mut config.kafka_sink {
+                        sink.brokers = value;
+                    }
+                }
                 _ => {}
             }
         }
@@ -214,6 +229,51 @@ mod tests {
                 speed: 0.0
             }
         );
+    }
+
+    #[test]
+    fn kafka_source_and_sink_sections() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("wearflow.toml");
+        std::fs::write(
+            &path,
+            "[source]\nkind = \"kafka\"\nbrokers = \"h:1\"\nstart = \"latest\"\n\
+             [source.topics]\ntelemetry = \"t\"\n[source.options]\n\"fetch.min.bytes\" = \"1\"\n\
+             [kafka_sink]\nviews = [\"tooth_wear\"]\n",
+        )
+        .expect("write");
+        let config = Config::load(
+            Some(&path),
+            [("WEARFLOW_KAFKA_BROKERS".to_string(), "k:9".to_string())],
+        )
+        .expect("valid config");
+        let SourceConfig::Kafka(kafka) = &config.source else {
+            panic!("kafka source expected: {:?}", config.source);
+        };
+        assert_eq!(kafka.brokers, "k:9");
+        assert_eq!(kafka.topics.telemetry, "t");
+        assert_eq!(kafka.topics.orders, "wearflow.orders");
+        assert_eq!(kafka.start, wearflow_sources::StartPosition::Latest);
+        assert_eq!(
+            kafka.options.get("fetch.min.bytes").map(String::as_str),
+            Some("1")
+        );
+        let sink = config.kafka_sink.as_ref().expect("sink section");
+        assert_eq!(sink.views, vec!["tooth_wear".to_string()]);
+        assert_eq!(sink.brokers, "k:9");
+        std::fs::write(&path, "[source]\nkind = \"kafka\"\nbrokerz = \"x\"\n").expect("write");
+        assert!(
+            Config::load(Some(&path), []).is_err(),
+            "typos in the kafka section fail"
+        );
+    }
+
+    #[test]
+    fn the_shipped_kafka_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local/kafka.toml");
+        let config = Config::load(Some(&path), []).expect("deploy/local/kafka.toml is valid");
+        assert!(matches!(config.source, SourceConfig::Kafka(_)));
+        assert!(config.kafka_sink.is_some());
     }
 
     #[test]

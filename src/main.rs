@@ -11,7 +11,11 @@ use wearflow::http::{self, AppState};
 use wearflow::metrics::Metrics;
 use wearflow::runtime;
 use wearflow_sinks::ServingStore;
-use wearflow_sources::{SimulatorConfig, simulate, write_jsonl};
+use wearflow_sinks::kafka::Producer;
+use wearflow_sources::kafka::{ensure_topics, event_key};
+use wearflow_sources::{
+    KafkaTopics, Simulator, SimulatorConfig, StreamKind, simulate, write_jsonl,
+};
 
 #[derive(Parser)]
 #[command(
@@ -56,7 +60,7 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
-    /// Write simulator output as JSONL files, one per stream.
+    /// Write simulator output as JSONL files (one per stream) or produce it to Kafka.
     Simulate {
         /// Random seed.
         #[arg(long, default_value_t = 42)]
@@ -68,8 +72,17 @@ enum Command {
         #[arg(long, default_value = "1d")]
         duration: String,
         /// Output directory.
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required_unless_present = "kafka")]
+        out: Option<PathBuf>,
+        /// Produce to the stream topics of this Kafka cluster (`host:port`) instead.
+        #[arg(long, conflicts_with = "out")]
+        kafka: Option<String>,
+        /// With --kafka: events per second (none = as fast as possible).
+        #[arg(long, requires = "kafka")]
+        rate: Option<f64>,
+        /// With --kafka: partitions of each topic created because it does not exist.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
         /// Also write the true failure and loss times to this file (JSONL).
         #[arg(long)]
         ground_truth: Option<PathBuf>,
@@ -110,6 +123,9 @@ fn main() -> anyhow::Result<()> {
             machines,
             duration,
             out,
+            kafka,
+            rate,
+            partitions,
             ground_truth,
         } => {
             let duration_ms = parse_duration_ms(&duration)?;
@@ -118,8 +134,18 @@ fn main() -> anyhow::Result<()> {
                 machines,
                 ..SimulatorConfig::default()
             };
-            let (events, truth) = simulate(config, duration_ms);
-            write_jsonl(&out, &events)?;
+            let truth = match (out, kafka) {
+                (Some(out), _) => {
+                    let (events, truth) = simulate(config, duration_ms);
+                    write_jsonl(&out, &events)?;
+                    println!("wrote {} events to {}", events.len(), out.display());
+                    truth
+                }
+                (None, Some(brokers)) => {
+                    produce_simulation(config, duration_ms, &brokers, rate, partitions)?
+                }
+                (None, None) => bail!("give --out DIR or --kafka BROKERS"),
+            };
             if let Some(path) = ground_truth {
                 let lines: Vec<String> = truth
                     .iter()
@@ -128,7 +154,6 @@ fn main() -> anyhow::Result<()> {
                 std::fs::write(&path, lines.join("\n") + "\n")
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
-            println!("wrote {} events to {}", events.len(), out.display());
             Ok(())
         }
         Command::Run {
@@ -171,6 +196,55 @@ fn main() -> anyhow::Result<()> {
             serve(config, true)
         }
     }
+}
+
+/// Produces the simulation to the default stream topics, keyed by entity, at `rate` events/s
+/// (or as fast as possible); returns the ground truth.
+fn produce_simulation(
+    config: SimulatorConfig,
+    duration_ms: u64,
+    brokers: &str,
+    rate: Option<f64>,
+    partitions: i32,
+) -> anyhow::Result<Vec<wearflow_sources::GroundTruth>> {
+    let topics = KafkaTopics::default();
+    let names: Vec<&str> = StreamKind::ALL.iter().map(|s| topics.of(*s)).collect();
+    let options = Default::default();
+    ensure_topics(brokers, &options, &names, partitions, &[])?;
+    let producer = Producer::new(brokers, &options)?;
+    let end = config.start_ms.saturating_add(duration_ms);
+    let mut sim = Simulator::new(config);
+    let started = std::time::Instant::now();
+    let mut sent: u64 = 0;
+    let mut events = Vec::new();
+    while sim.clock_ms() < end {
+        events.clear();
+        sim.advance((sim.clock_ms() + 60_000).min(end), &mut events);
+        for event in &events {
+            let key = event_key(event);
+            let payload = event.to_json_line();
+            producer.send(
+                topics.of(event.stream()),
+                Some(key.as_bytes()),
+                Some(payload.as_bytes()),
+                &[],
+            )?;
+            sent += 1;
+            if let Some(rate) = rate.filter(|r| *r > 0.0) {
+                let due = std::time::Duration::from_secs_f64(sent as f64 / rate);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+    }
+    producer.flush(std::time::Duration::from_secs(60))?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "produced {sent} events to {brokers} in {seconds:.1} s ({:.0} events/s)",
+        sent as f64 / seconds.max(1e-9)
+    );
+    Ok(sim.ground_truth().to_vec())
 }
 
 /// Starts HTTP and the engine; returns when the engine ends (or on Ctrl-C).

@@ -1,8 +1,8 @@
 //! The Prometheus metrics registry: every counter, gauge and histogram the engine exports.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Buckets for the record-to-readable latency: 0.5 ms to 10 s.
@@ -50,6 +50,19 @@ pub struct Metrics {
     pub http_request_seconds: HistogramVec,
     /// `wearflow_dead_letters_total{source}`: error records written to the dead-letter sink.
     pub dead_letters: IntCounterVec,
+    /// `wearflow_kafka_consumer_lag_messages{topic,partition}`: messages behind the end.
+    pub kafka_lag_messages: IntGaugeVec,
+    /// `wearflow_kafka_consumer_lag_seconds{topic,partition}`: age of the newest record read
+    /// while the partition is behind its end (0 when caught up).
+    pub kafka_lag_seconds: GaugeVec,
+    /// `wearflow_kafka_consumer_offset{topic,partition}`: the next offset to read.
+    pub kafka_offset: IntGaugeVec,
+    /// `wearflow_kafka_producer_queue_depth`: messages queued or in flight to the broker.
+    pub kafka_queue_depth: IntGauge,
+    /// `wearflow_kafka_produced_total`: messages acknowledged by the broker.
+    pub kafka_delivered: IntCounter,
+    /// `wearflow_kafka_delivery_errors_total`: failed deliveries (each is sent again).
+    pub kafka_delivery_errors: IntCounter,
 }
 
 impl Metrics {
@@ -140,8 +153,57 @@ impl Metrics {
             "Error records written to the dead-letter sink, per source.",
             &["source"],
         );
+        let kafka_lag_messages = gauge_vec(
+            &registry,
+            "wearflow_kafka_consumer_lag_messages",
+            "Messages between the read position and the end of each partition.",
+            &["topic", "partition"],
+        );
+        let kafka_lag_seconds = register(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "wearflow_kafka_consumer_lag_seconds",
+                    "Age of the newest record read from a partition that is behind its end.",
+                ),
+                &["topic", "partition"],
+            ),
+        );
+        let kafka_offset = gauge_vec(
+            &registry,
+            "wearflow_kafka_consumer_offset",
+            "The next offset to read, per partition.",
+            &["topic", "partition"],
+        );
+        let kafka_queue_depth = register(
+            &registry,
+            IntGauge::new(
+                "wearflow_kafka_producer_queue_depth",
+                "Messages queued or in flight to the broker.",
+            ),
+        );
+        let kafka_delivered = register(
+            &registry,
+            IntCounter::new(
+                "wearflow_kafka_produced_total",
+                "Messages acknowledged by the broker.",
+            ),
+        );
+        let kafka_delivery_errors = register(
+            &registry,
+            IntCounter::new(
+                "wearflow_kafka_delivery_errors_total",
+                "Failed deliveries; each failed message is sent again.",
+            ),
+        );
         Metrics {
             registry,
+            kafka_lag_messages,
+            kafka_lag_seconds,
+            kafka_offset,
+            kafka_queue_depth,
+            kafka_delivered,
+            kafka_delivery_errors,
             records_in,
             bytes_in,
             bad_records,

@@ -22,11 +22,13 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use wearflow_dataflows::{Context, Inputs, QualityMark, registry};
 use wearflow_operators::time::ceil_to;
 use wearflow_operators::{Diff, ErrorRecord, Row, Time};
+use wearflow_sinks::kafka::{DeadLetters, KafkaSinkConfig, Producer, ViewSink};
 use wearflow_sinks::{DeadLetterFile, ServingStore};
 use wearflow_sources::file::SourceRecord;
+use wearflow_sources::kafka::ensure_topics;
 use wearflow_sources::{
-    Asset, Event, FileReplay, Order, Simulator, SimulatorConfig, Stock, StreamKind, Telemetry,
-    Watermarks,
+    Asset, Event, FileReplay, KafkaSource, KafkaTopics, Order, Simulator, SimulatorConfig, Stock,
+    StreamKind, Telemetry, Watermarks,
 };
 
 use crate::config::{Config, SourceConfig};
@@ -54,6 +56,9 @@ pub enum RuntimeError {
     /// A sink could not be opened.
     #[error("cannot open sink: {0}")]
     Sink(#[from] wearflow_sinks::Error),
+    /// A Kafka sink failed.
+    #[error("kafka sink: {0}")]
+    Kafka(String),
     /// Timely failed to start or a worker panicked.
     #[error("dataflow failed: {0}")]
     Dataflow(String),
@@ -79,6 +84,22 @@ enum Driver {
         first_ts: Option<Time>,
         wall_start: Instant,
     },
+    Kafka {
+        source: Box<KafkaSource>,
+        topics: KafkaTopics,
+        /// Bytes per partition already counted in the metrics.
+        counted_bytes: Vec<u64>,
+    },
+}
+
+/// What one poll of a driver produced besides records.
+struct Polled {
+    /// False once the source has ended.
+    more: bool,
+    /// A time no later record will be before, if the source knows one.
+    heartbeat: Option<Time>,
+    /// Partitions that stop holding the frontier back.
+    finished: Vec<usize>,
 }
 
 /// Source partitions: one per stream for the simulator, one per file for replays.
@@ -129,20 +150,96 @@ impl Driver {
                 first_ts: None,
                 wall_start: Instant::now(),
             },
+            SourceConfig::Kafka(kafka) => {
+                let source = KafkaSource::open(kafka, |_| true)?;
+                let partitions = source.partitions().len();
+                Driver::Kafka {
+                    source: Box::new(source),
+                    topics: kafka.topics.clone(),
+                    counted_bytes: vec![0; partitions],
+                }
+            }
         })
+    }
+
+    /// The topic a stream's records came from (Kafka only).
+    fn topic_of(&self, stream: StreamKind) -> Option<&str> {
+        match self {
+            Driver::Kafka { topics, .. } => Some(topics.of(stream)),
+            _ => None,
+        }
+    }
+
+    /// Brings the per-partition Kafka metrics up to date.
+    fn report(&mut self, metrics: &Metrics) {
+        let Driver::Kafka {
+            source,
+            counted_bytes,
+            ..
+        } = self
+        else {
+            return;
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for (status, counted) in source.partitions().iter().zip(counted_bytes.iter_mut()) {
+            let partition = status.partition.to_string();
+            let labels = [status.topic.as_str(), partition.as_str()];
+            let lag = status.lag_messages();
+            metrics
+                .kafka_lag_messages
+                .with_label_values(&labels)
+                .set(lag);
+            let lag_seconds = match status.last_record_ms {
+                Some(ts) if lag > 0 => (now_ms - ts).max(0) as f64 / 1000.0,
+                _ => 0.0,
+            };
+            metrics
+                .kafka_lag_seconds
+                .with_label_values(&labels)
+                .set(lag_seconds);
+            metrics
+                .kafka_offset
+                .with_label_values(&labels)
+                .set(status.next_offset.max(0));
+            metrics
+                .bytes_in
+                .with_label_values(&[status.stream.name()])
+                .inc_by(status.bytes - *counted);
+            *counted = status.bytes;
+        }
     }
 
     fn partitions(&self) -> usize {
         match self {
             Driver::Simulator { .. } => StreamKind::ALL.len(),
             Driver::Files { replay, .. } => replay.partitions().len(),
+            Driver::Kafka { source, .. } => source.partitions().len(),
         }
     }
 
-    /// Fills `out` with up to `max` records; `Ok(false)` when the source is exhausted.
-    /// Also returns the heartbeat: a time no later record will be before.
-    fn poll(&mut self, max: usize, out: &mut Vec<SourceRecord>) -> (bool, Option<Time>) {
-        match self {
+    /// Fills `out` with up to `max` records.
+    fn poll(&mut self, max: usize, out: &mut Vec<SourceRecord>) -> Polled {
+        let (more, heartbeat) = match self {
+            Driver::Kafka { source, .. } => {
+                return match source.poll(max, Duration::from_millis(5), out) {
+                    Ok(outcome) => Polled {
+                        more: outcome.more,
+                        heartbeat: None,
+                        finished: outcome.finished,
+                    },
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                        Polled {
+                            more: true,
+                            heartbeat: None,
+                            finished: Vec::new(),
+                        }
+                    }
+                };
+            }
             Driver::Simulator {
                 sim,
                 speed,
@@ -168,6 +265,7 @@ impl Driver {
                     partition: partition_of(event.stream()) as u32,
                     position: 0,
                     event: Ok(event),
+                    original: None,
                 }));
                 let more = end_ms.is_none_or(|end| sim.clock_ms() < end);
                 (more, Some(sim.clock_ms()))
@@ -181,7 +279,11 @@ impl Driver {
                 let mut last_ts = None;
                 while out.len() < max {
                     let Some(record) = replay.next() else {
-                        return (false, last_ts);
+                        return Polled {
+                            more: false,
+                            heartbeat: last_ts,
+                            finished: Vec::new(),
+                        };
                     };
                     if let Ok(event) = &record.event {
                         let ts = event.ts_ms();
@@ -193,7 +295,11 @@ impl Driver {
                             if let Some(wait) = due.checked_sub(wall_start.elapsed()) {
                                 out.push(record);
                                 std::thread::sleep(wait.min(Duration::from_millis(50)));
-                                return (true, last_ts);
+                                return Polled {
+                                    more: true,
+                                    heartbeat: last_ts,
+                                    finished: Vec::new(),
+                                };
                             }
                         }
                     }
@@ -202,8 +308,92 @@ impl Driver {
                 // Replays are merged by event time: nothing later will be before the last one.
                 (true, last_ts)
             }
+        };
+        Polled {
+            more,
+            heartbeat,
+            finished: Vec::new(),
         }
     }
+}
+
+/// The Kafka outputs of a run: one producer for changelogs, alerts and dead letters.
+struct KafkaOut {
+    producer: Arc<Producer>,
+    /// Taken by the run, which stops it after the last publication.
+    views: Mutex<Option<ViewSink>>,
+    dead_letters: Option<DeadLetters>,
+}
+
+impl KafkaOut {
+    fn start(
+        config: &KafkaSinkConfig,
+        store: &Arc<ServingStore>,
+    ) -> Result<KafkaOut, RuntimeError> {
+        let kafka = |e: &dyn std::fmt::Display| RuntimeError::Kafka(e.to_string());
+        let changelogs = ViewSink::topics(config, store);
+        let compacted: Vec<&str> = changelogs
+            .iter()
+            .filter(|t| **t != config.alerts_topic)
+            .map(String::as_str)
+            .collect();
+        ensure_topics(
+            &config.brokers,
+            &config.options,
+            &compacted,
+            config.create_partitions,
+            &[("cleanup.policy", "compact")],
+        )
+        .map_err(|e| kafka(&e))?;
+        let mut plain: Vec<String> = Vec::new();
+        if !config.alerts_topic.is_empty() {
+            plain.push(config.alerts_topic.clone());
+        }
+        if !config.dead_letter_prefix.is_empty() {
+            plain.extend(
+                StreamKind::ALL
+                    .iter()
+                    .map(|s| format!("{}{}", config.dead_letter_prefix, s.name())),
+            );
+        }
+        let plain: Vec<&str> = plain.iter().map(String::as_str).collect();
+        ensure_topics(
+            &config.brokers,
+            &config.options,
+            &plain,
+            config.create_partitions,
+            &[],
+        )
+        .map_err(|e| kafka(&e))?;
+        let producer =
+            Arc::new(Producer::new(&config.brokers, &config.options).map_err(|e| kafka(&e))?);
+        let views = ViewSink::spawn(config, Arc::clone(store), Arc::clone(&producer))
+            .map_err(|e| kafka(&e))?;
+        let dead_letters = (!config.dead_letter_prefix.is_empty())
+            .then(|| DeadLetters::new(Arc::clone(&producer), &config.dead_letter_prefix));
+        Ok(KafkaOut {
+            producer,
+            views: Mutex::new(Some(views)),
+            dead_letters,
+        })
+    }
+}
+
+/// Brings the producer metrics up to date; `counted` holds the totals already reported.
+fn report_producer(producer: &Producer, metrics: &Metrics, counted: &mut (u64, u64)) {
+    let stats = producer.stats();
+    let delivered = stats.delivered.load(Ordering::Relaxed);
+    let errors = stats.errors.load(Ordering::Relaxed);
+    metrics
+        .kafka_delivered
+        .inc_by(delivered.saturating_sub(counted.0));
+    metrics
+        .kafka_delivery_errors
+        .inc_by(errors.saturating_sub(counted.1));
+    *counted = (delivered, errors);
+    metrics
+        .kafka_queue_depth
+        .set(i64::from(producer.queue_depth()));
 }
 
 /// The input sessions of one worker.
@@ -268,8 +458,17 @@ pub fn run(
     let config = config.clone();
     let result_summary = Arc::clone(&summary);
     let finished = Arc::new(AtomicBool::new(false));
+    let kafka_out = match &config.kafka_sink {
+        Some(sink) => Some(Arc::new(KafkaOut::start(sink, &store)?)),
+        None => None,
+    };
+    let view_sink = kafka_out
+        .as_ref()
+        .and_then(|k| k.views.lock().ok().and_then(|mut v| v.take()));
+    let worker_kafka_out = kafka_out.clone();
     let guards = timely::execute(timely::Config::process(config.workers), move |worker| {
         let index = worker.index();
+        let kafka_out = worker_kafka_out.clone();
         let finished = Arc::clone(&finished);
         let pending: Pending = Rc::new(RefCell::new(VecDeque::new()));
         let publisher_pending = Rc::clone(&pending);
@@ -394,6 +593,9 @@ pub fn run(
             return;
         };
         let mut dead_letters = dead_letters.lock().ok().and_then(|mut d| d.take());
+        let kafka_dead_letters = kafka_out.as_ref().and_then(|k| k.dead_letters.as_ref());
+        let kafka_producer = kafka_out.as_ref().map(|k| Arc::clone(&k.producer));
+        let mut producer_counted = (0, 0);
         let clock = &config.clock;
         let mut marks = Watermarks::new(
             driver.partitions(),
@@ -409,7 +611,14 @@ pub fn run(
         loop {
             let tick_began = Instant::now();
             batch.clear();
-            let (more, heartbeat) = driver.poll(clock.tick_records, &mut batch);
+            let Polled {
+                more,
+                heartbeat,
+                finished: finished_partitions,
+            } = driver.poll(clock.tick_records, &mut batch);
+            for p in finished_partitions {
+                marks.finish(p);
+            }
             let frontier = inputs.time();
             let mut tick_max_stamp = 0;
             for record in batch.drain(..) {
@@ -459,6 +668,12 @@ pub fn run(
                         {
                             tracing::warn!("dead-letter file: {e}");
                         }
+                        if let (Some(out), Some(topic)) =
+                            (kafka_dead_letters.as_ref(), driver.topic_of(stream))
+                            && let Err(e) = out.send(&error, topic, record.original.as_deref())
+                        {
+                            tracing::warn!("dead-letter topic: {e}");
+                        }
                         *quality_counts
                             .entry((stream, QualityMark::Bad, frontier))
                             .or_default() += 1;
@@ -492,6 +707,10 @@ pub fn run(
             }
             if let Some(file) = dead_letters.as_mut() {
                 file.flush().ok();
+            }
+            driver.report(&metrics);
+            if let Some(producer) = &kafka_producer {
+                report_producer(producer, &metrics, &mut producer_counted);
             }
             let stopping = stop.load(Ordering::Relaxed);
             if !more || stopping {
@@ -535,6 +754,15 @@ pub fn run(
     .map_err(RuntimeError::Dataflow)?;
     for result in guards.join() {
         result.map_err(RuntimeError::Dataflow)?;
+    }
+    if let Some(views) = view_sink {
+        // Writes what was published and not yet written, and flushes.
+        views.stop();
+    }
+    if let Some(out) = &kafka_out {
+        out.producer
+            .flush(Duration::from_secs(30))
+            .map_err(|e| RuntimeError::Kafka(e.to_string()))?;
     }
     let summary = result_summary.lock().map(|s| s.clone()).unwrap_or_default();
     Ok(summary)

@@ -9,9 +9,11 @@ use wearflow::config::{ClockConfig, Config, SourceConfig};
 use wearflow::metrics::Metrics;
 use wearflow::runtime::{self, RunSummary};
 use wearflow_operators::Value;
-use wearflow_sinks::json::row_to_json;
 use wearflow_sinks::{ServingStore, Snapshot};
 use wearflow_sources::{SimulatorConfig, simulate, write_jsonl};
+
+mod common;
+use common::render;
 
 struct Run {
     summary: RunSummary,
@@ -68,22 +70,6 @@ fn replay(dir: &Path, workers: usize, tick_records: usize) -> Run {
         final_snapshot,
         snapshots,
     }
-}
-
-/// Every view of a snapshot as sorted JSON lines, one file's worth per view.
-fn render(snapshot: &Snapshot) -> BTreeMap<String, String> {
-    snapshot
-        .views
-        .iter()
-        .map(|(name, view)| {
-            let mut lines: Vec<String> = view
-                .iter()
-                .map(|row| row_to_json(&view.schema, row).to_string())
-                .collect();
-            lines.sort();
-            (name.clone(), lines.join("\n") + "\n")
-        })
-        .collect()
 }
 
 fn simulate_files(dir: &Path, seed: u64, machines: usize, hours: u64) -> usize {

@@ -2,12 +2,16 @@
 //!
 //! `wearflow-bench ingest` runs the simulator straight into the dataflow with every view on
 //! and prints, as its last line, one JSON object with `events_per_sec` and `peak_rss_bytes`.
+//! `wearflow-bench kafka --brokers HOST:PORT` measures the broker's ceilings and wearflow end
+//! to end from Kafka (see `bench/README.md`).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+
+mod kafka;
 use wearflow::config::{ClockConfig, Config, SourceConfig};
 use wearflow::metrics::Metrics;
 use wearflow::runtime;
@@ -43,6 +47,32 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         rss_every_secs: u64,
     },
+    /// Kafka: the broker's produce/consume ceilings, wearflow end to end at maximum rate, and
+    /// freshness (produce → readable) at fixed rates.
+    Kafka {
+        /// Bootstrap servers of the broker to measure.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Machines in the simulated fleet.
+        #[arg(long, default_value_t = 50)]
+        machines: usize,
+        /// Simulated hours produced.
+        #[arg(long, default_value_t = 12)]
+        hours: u64,
+        /// Partitions per topic.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// Fixed rates to measure freshness at, events per second.
+        #[arg(long, value_delimiter = ',', default_value = "10000,50000,100000")]
+        rates: Vec<f64>,
+        /// Seconds of production per fixed rate.
+        #[arg(long, default_value_t = 10.0)]
+        rate_seconds: f64,
+        /// The engine's idle timeout (ms): how soon a silent partition stops holding the
+        /// frontier back.
+        #[arg(long, default_value_t = 200)]
+        idle_ms: u64,
+    },
 }
 
 /// Current resident set size of this process (Linux `VmRSS`), in bytes.
@@ -63,6 +93,27 @@ fn peak_rss_bytes() -> Option<u64> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Kafka {
+            brokers,
+            machines,
+            hours,
+            partitions,
+            rates,
+            rate_seconds,
+            idle_ms,
+        } => {
+            let result = kafka::run(
+                &brokers,
+                machines,
+                hours,
+                partitions,
+                &rates,
+                rate_seconds,
+                idle_ms,
+            )?;
+            println!("{result}");
+            Ok(())
+        }
         Command::Ingest {
             machines,
             hours,

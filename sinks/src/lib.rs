@@ -1,17 +1,19 @@
-//! Where views go: the in-memory serving store that every read is answered from, and the
-//! dead-letter sink for records that could not be used.
+//! Where views go: the in-memory serving store that every read is answered from, the
+//! dead-letter file for records that could not be used, and the Kafka sinks.
 //!
 //! ```text
 //!  runtime (all workers' frontiers passed t) ──publish(t, updates)──► ServingStore
 //!        ArcSwap<Snapshot> ◄── readers (HTTP, SQL) take one snapshot, never block
 //!        broadcast<Arc<Snapshot>> ──► live subscribers (SSE), each snapshot with its changes
-//!  ErrorRecord ──► DeadLetterFile (JSONL)
+//!  ErrorRecord ──► DeadLetterFile (JSONL), kafka::DeadLetters (a topic per stream)
+//!  snapshots ──► kafka::ViewSink (a changelog topic per view, the alerts topic)
 //! ```
 //!
-//! Main items: [`ServingStore`], [`Snapshot`], [`ViewData`], [`Change`], [`DeadLetterFile`].
+//! Main items: [`ServingStore`], [`Snapshot`], [`ViewData`], [`Change`], [`DeadLetterFile`], [`kafka`].
 
 pub mod dead_letters;
 pub mod json;
+pub mod kafka;
 pub mod store;
 
 pub use dead_letters::DeadLetterFile;

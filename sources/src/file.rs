@@ -21,6 +21,9 @@ pub struct SourceRecord {
     pub position: u64,
     /// The decoded event, or why it was rejected.
     pub event: Result<Event, ErrorRecord>,
+    /// A rejected record's original bytes, where the source keeps them for dead letters
+    /// (the error record holds only a bounded prefix).
+    pub original: Option<Vec<u8>>,
 }
 
 struct Partition {
@@ -52,6 +55,7 @@ impl Partition {
                 partition: self.index,
                 position: self.line_no,
                 event,
+                original: None,
             });
             return;
         }

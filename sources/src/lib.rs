@@ -3,7 +3,7 @@
 //! ```text
 //!  JSONL files ─► FileReplay ─┐
 //!  Simulator ─────────────────┼─► Event (Telemetry | Order | Stock | Asset) ─► runtime
-//!  (Kafka, later) ────────────┘        └─ bad bytes ─► ErrorRecord (dead letters)
+//!  Kafka topics ──────────────┘        └─ bad bytes ─► ErrorRecord (dead letters)
 //! ```
 //!
 //! Main items: [`Event`] and its stream kinds, [`decode`] (bytes → event or error record),
@@ -12,6 +12,7 @@
 pub mod decode;
 pub mod event;
 pub mod file;
+pub mod kafka;
 pub mod simulator;
 pub mod watermark;
 
@@ -21,6 +22,7 @@ pub use event::{
     SkuAsset, Stock, StockReason, StreamKind, Telemetry, Timestamp, WorkReason,
 };
 pub use file::{FileReplay, SourceRecord, write_jsonl};
+pub use kafka::{KafkaSource, KafkaSourceConfig, KafkaTopics, StartPosition};
 pub use simulator::{GroundTruth, Simulator, SimulatorConfig, simulate};
 pub use watermark::Watermarks;
 
@@ -35,6 +37,9 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The Kafka cluster refused or failed a request.
+    #[error("kafka: {0}")]
+    Kafka(String),
     /// A duration or option given by the user is invalid.
     #[error("invalid {what}: {reason}")]
     InvalidArgument {

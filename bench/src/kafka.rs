@@ -1,0 +1,328 @@
+//! `wearflow-bench kafka`: the broker's own produce and consume ceilings, wearflow end to end
+//! from Kafka at maximum rate, and at fixed rates with freshness from produce to readable.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use wearflow::config::{ClockConfig, Config, SourceConfig};
+use wearflow::metrics::Metrics;
+use wearflow::runtime;
+use wearflow_sinks::ServingStore;
+use wearflow_sinks::kafka::Producer;
+use wearflow_sources::kafka::{ensure_topics, event_key};
+use wearflow_sources::{
+    Event, KafkaSourceConfig, KafkaTopics, SimulatorConfig, StreamKind, simulate,
+};
+
+/// One message to produce: stream, event time, key, payload.
+struct Message {
+    stream: StreamKind,
+    ts: u64,
+    key: String,
+    payload: String,
+}
+
+fn messages(machines: usize, hours: u64) -> Vec<Message> {
+    let config = SimulatorConfig {
+        seed: 1,
+        machines,
+        ..SimulatorConfig::default()
+    };
+    let (events, _) = simulate(config, hours * 3_600_000);
+    events
+        .iter()
+        .map(|e: &Event| Message {
+            stream: e.stream(),
+            ts: e.ts_ms(),
+            key: event_key(e),
+            payload: e.to_json_line(),
+        })
+        .collect()
+}
+
+fn topics(tag: &str) -> KafkaTopics {
+    let prefix = format!("bench-{}-{tag}", std::process::id());
+    KafkaTopics {
+        telemetry: format!("{prefix}.telemetry"),
+        orders: format!("{prefix}.orders"),
+        stock: format!("{prefix}.stock"),
+        assets: format!("{prefix}.assets"),
+    }
+}
+
+fn create(brokers: &str, topics: &KafkaTopics, partitions: i32) -> anyhow::Result<()> {
+    let names: Vec<&str> = StreamKind::ALL.iter().map(|s| topics.of(*s)).collect();
+    ensure_topics(brokers, &BTreeMap::new(), &names, partitions, &[])?;
+    Ok(())
+}
+
+/// Produces every message as fast as possible; returns the seconds taken until all are
+/// acknowledged.
+fn produce_all(brokers: &str, topics: &KafkaTopics, messages: &[Message]) -> anyhow::Result<f64> {
+    let producer = Producer::new(brokers, &BTreeMap::new())?;
+    let started = Instant::now();
+    for m in messages {
+        producer.send(
+            topics.of(m.stream),
+            Some(m.key.as_bytes()),
+            Some(m.payload.as_bytes()),
+            &[],
+        )?;
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Reads every partition of the topics to its end with a plain consumer; returns (messages,
+/// seconds).
+fn consume_all(brokers: &str, topics: &KafkaTopics) -> anyhow::Result<(u64, f64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bench-ceiling-{}", std::process::id()))
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "20")
+        .create()?;
+    let started = Instant::now();
+    let mut list = TopicPartitionList::new();
+    let mut open = std::collections::BTreeSet::new();
+    for stream in StreamKind::ALL {
+        let topic = topics.of(stream);
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            list.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            open.insert((topic.to_string(), p.id()));
+        }
+    }
+    consumer.assign(&list)?;
+    let mut count = 0u64;
+    // EOF events carry no topic: count them per partition number across topics.
+    let mut eof_by_partition: BTreeMap<i32, usize> = BTreeMap::new();
+    let partitions_by_number = open.iter().fold(BTreeMap::new(), |mut m, (_, p)| {
+        *m.entry(*p).or_insert(0usize) += 1;
+        m
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while eof_by_partition != partitions_by_number && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(_)) => count += 1,
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                let seen = eof_by_partition.entry(p).or_insert(0);
+                *seen = (*seen + 1).min(partitions_by_number.get(&p).copied().unwrap_or(0));
+            }
+            Some(Err(e)) => anyhow::bail!("consume: {e}"),
+            None => {}
+        }
+    }
+    Ok((count, started.elapsed().as_secs_f64()))
+}
+
+fn engine_config(brokers: &str, topics: &KafkaTopics, stop_at_end: bool, idle_ms: u64) -> Config {
+    Config {
+        workers: 2,
+        data_dir: std::env::temp_dir().join(format!("wearflow-bench-kafka-{}", std::process::id())),
+        clock: ClockConfig {
+            idle_timeout_ms: idle_ms,
+            ..ClockConfig::default()
+        },
+        source: SourceConfig::Kafka(KafkaSourceConfig {
+            brokers: brokers.to_string(),
+            topics: topics.clone(),
+            group_id: format!("bench-{}", std::process::id()),
+            stop_at_end,
+            ..KafkaSourceConfig::default()
+        }),
+        ..Config::default()
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// Produces `messages` at `rate` per second for at most `seconds` while the engine runs live;
+/// returns (events produced, freshness in seconds per event: produce → readable).
+fn fixed_rate(
+    brokers: &str,
+    messages: &[Message],
+    rate: f64,
+    seconds: f64,
+    partitions: i32,
+    idle_ms: u64,
+) -> anyhow::Result<(usize, Vec<f64>)> {
+    let topics = topics(&format!("rate{}", rate as u64));
+    create(brokers, &topics, partitions)?;
+    let config = engine_config(brokers, &topics, false, idle_ms);
+    let store = Arc::new(ServingStore::new(runtime::view_schemas()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let engine = {
+        let store = Arc::clone(&store);
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || runtime::run(&config, store, Arc::new(Metrics::new()), stop))
+    };
+    // (visible-at stamp, send instant) of every event produced, in produce order.
+    let sent: Arc<Mutex<VecDeque<(u64, Instant)>>> = Arc::new(Mutex::new(VecDeque::new()));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let watcher_done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let sent = Arc::clone(&sent);
+        let latencies = Arc::clone(&latencies);
+        let done = Arc::clone(&watcher_done);
+        let mut feed = store.subscribe();
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Acquire) {
+                match feed.try_recv() {
+                    Ok(snapshot) => {
+                        let now = Instant::now();
+                        let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut out = latencies.lock().unwrap_or_else(|e| e.into_inner());
+                        while let Some(&(stamp, at)) = sent.front() {
+                            if stamp > snapshot.as_of {
+                                break;
+                            }
+                            out.push(now.duration_since(at).as_secs_f64());
+                            sent.pop_front();
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_micros(200)),
+                }
+            }
+        })
+    };
+    // Give the engine time to assign partitions and pass the assets bootstrap.
+    std::thread::sleep(Duration::from_millis(1500));
+    let producer = Producer::new(brokers, &BTreeMap::new())?;
+    let started = Instant::now();
+    let mut produced = 0usize;
+    for m in messages {
+        if started.elapsed().as_secs_f64() >= seconds {
+            break;
+        }
+        // Reference data has no time: it is visible at the next snapshot.
+        let stamp = m.ts.div_ceil(100) * 100;
+        sent.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((stamp, Instant::now()));
+        producer.send(
+            topics.of(m.stream),
+            Some(m.key.as_bytes()),
+            Some(m.payload.as_bytes()),
+            &[],
+        )?;
+        produced += 1;
+        let due = Duration::from_secs_f64(produced as f64 / rate);
+        if let Some(wait) = due.checked_sub(started.elapsed())
+            && wait > Duration::from_micros(500)
+        {
+            std::thread::sleep(wait);
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    // Wait for the last events to become readable (the frontier needs the sparse partitions
+    // to go idle), then stop.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !sent.lock().map(|s| s.is_empty()).unwrap_or(true) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    engine
+        .join()
+        .map_err(|_| anyhow::anyhow!("engine panicked"))??;
+    watcher_done.store(true, Ordering::Release);
+    watcher.join().ok();
+    let mut latencies = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    latencies.sort_by(f64::total_cmp);
+    Ok((produced, latencies))
+}
+
+/// Runs the Kafka benchmark and prints its JSON result as the last line.
+pub fn run(
+    brokers: &str,
+    machines: usize,
+    hours: u64,
+    partitions: i32,
+    rates: &[f64],
+    rate_seconds: f64,
+    idle_ms: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let messages = messages(machines, hours);
+    let total = messages.len();
+    eprintln!("{total} events from {machines} machines over {hours} h");
+
+    let max_topics = topics("max");
+    create(brokers, &max_topics, partitions)?;
+    let produce_s = produce_all(brokers, &max_topics, &messages)?;
+    eprintln!(
+        "broker produce ceiling: {:.0} events/s",
+        total as f64 / produce_s
+    );
+    let (consumed, consume_s) = consume_all(brokers, &max_topics)?;
+    anyhow::ensure!(consumed as usize == total, "consumed {consumed} of {total}");
+    let consume_rate = consumed as f64 / consume_s;
+    eprintln!("broker consume ceiling: {consume_rate:.0} events/s");
+
+    let config = engine_config(brokers, &max_topics, true, idle_ms);
+    let store = Arc::new(ServingStore::new(runtime::view_schemas()));
+    let started = Instant::now();
+    let summary = runtime::run(
+        &config,
+        store,
+        Arc::new(Metrics::new()),
+        Arc::new(AtomicBool::new(false)),
+    )?;
+    let e2e_s = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        summary.records as usize == total,
+        "engine read {} of {total}",
+        summary.records
+    );
+    let e2e_rate = total as f64 / e2e_s;
+    eprintln!(
+        "wearflow end to end: {e2e_rate:.0} events/s ({:.0} % of the consume ceiling)",
+        100.0 * e2e_rate / consume_rate
+    );
+
+    let mut fixed = Vec::new();
+    for &rate in rates {
+        let (produced, latencies) =
+            fixed_rate(brokers, &messages, rate, rate_seconds, partitions, idle_ms)?;
+        let ms = |q: f64| percentile(&latencies, q) * 1000.0;
+        eprintln!(
+            "at {rate:.0} events/s: {produced} produced, {} measured, freshness p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            latencies.len(),
+            ms(0.5),
+            ms(0.99),
+            latencies.last().copied().unwrap_or(f64::NAN) * 1000.0
+        );
+        fixed.push(serde_json::json!({
+            "rate": rate,
+            "produced": produced,
+            "measured": latencies.len(),
+            "freshness_p50_ms": ms(0.5),
+            "freshness_p99_ms": ms(0.99),
+            "freshness_max_ms": latencies.last().map(|l| l * 1000.0),
+        }));
+    }
+    std::fs::remove_dir_all(config.data_dir).ok();
+    Ok(serde_json::json!({
+        "benchmark": "kafka",
+        "events": total,
+        "partitions_per_topic": partitions,
+        "idle_timeout_ms": idle_ms,
+        "broker_produce_events_per_sec": total as f64 / produce_s,
+        "broker_consume_events_per_sec": consume_rate,
+        "wearflow_e2e_events_per_sec": e2e_rate,
+        "e2e_share_of_consume_ceiling": e2e_rate / consume_rate,
+        "fixed_rates": fixed,
+    }))
+}
