@@ -1,16 +1,16 @@
-//! The runtime: timely workers running every registered view, fed by one source driver on
-//! worker 0, publishing consistent snapshots to the serving store.
+//! The runtime: timely workers running every registered view, fed by source drivers,
+//! publishing consistent snapshots to the serving store.
 //!
-//! Worker 0 reads the source, stamps each record on the event-time clock
-//! ([`Watermarks`]) and feeds the input sessions one tick at a time; differential exchanges
-//! records by key to all workers. Every view's rows are exchanged to worker 0, whose publish
+//! Kafka partitions are spread over all workers; the simulator and file replays are read by
+//! worker 0. Each reading worker stamps its records on its own event-time clock
+//! ([`Watermarks`] over its partitions) and feeds its input sessions one tick at a time; a
+//! worker whose partitions are all idle follows the most advanced reader. Differential
+//! exchanges records by key to all workers. Every view's rows are exchanged to worker 0, whose publish
 //! operator applies all updates at times its input frontier has passed (so every worker is
 //! done with them) and publishes one snapshot at `as_of = frontier - 1`.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,8 +27,8 @@ use wearflow_sinks::{DeadLetterFile, ServingStore};
 use wearflow_sources::file::SourceRecord;
 use wearflow_sources::kafka::ensure_topics;
 use wearflow_sources::{
-    Asset, Event, FileReplay, KafkaSource, KafkaTopics, Order, Simulator, SimulatorConfig, Stock,
-    StreamKind, Telemetry, Watermarks,
+    Asset, Event, FileReplay, KafkaSource, KafkaSourceConfig, KafkaTopics, Order, Simulator,
+    SimulatorConfig, Stock, StreamKind, Telemetry, Watermarks,
 };
 
 use crate::config::{Config, SourceConfig};
@@ -98,8 +98,6 @@ struct Polled {
     more: bool,
     /// A time no later record will be before, if the source knows one.
     heartbeat: Option<Time>,
-    /// Partitions that stop holding the frontier back.
-    finished: Vec<usize>,
 }
 
 /// Source partitions: one per stream for the simulator, one per file for replays.
@@ -150,16 +148,67 @@ impl Driver {
                 first_ts: None,
                 wall_start: Instant::now(),
             },
-            SourceConfig::Kafka(kafka) => {
-                let source = KafkaSource::open(kafka, |_| true)?;
-                let partitions = source.partitions().len();
-                Driver::Kafka {
-                    source: Box::new(source),
-                    topics: kafka.topics.clone(),
-                    counted_bytes: vec![0; partitions],
-                }
-            }
+            SourceConfig::Kafka(kafka) => Driver::kafka(kafka, |_| true)?,
         })
+    }
+
+    fn kafka(
+        config: &KafkaSourceConfig,
+        take: impl Fn(usize) -> bool,
+    ) -> Result<Driver, RuntimeError> {
+        let source = KafkaSource::open(config, take)?;
+        let partitions = source.partitions().len();
+        Ok(Driver::Kafka {
+            source: Box::new(source),
+            topics: config.topics.clone(),
+            counted_bytes: vec![0; partitions],
+        })
+    }
+
+    /// One driver per worker: Kafka partitions are spread over all workers (global partition
+    /// `g` goes to worker `g % workers`; a worker left without partitions gets none); the
+    /// simulator and file replays are read by worker 0 alone.
+    fn open_all(config: &Config) -> Result<Vec<Option<Driver>>, RuntimeError> {
+        let workers = config.workers.max(1);
+        match &config.source {
+            SourceConfig::Kafka(kafka) => (0..workers)
+                .map(|index| {
+                    let driver = Driver::kafka(kafka, |g| g % workers == index)?;
+                    Ok((driver.partitions() > 0).then_some(driver))
+                })
+                .collect(),
+            _ => {
+                let mut drivers: Vec<Option<Driver>> = (0..workers).map(|_| None).collect();
+                drivers[0] = Some(Driver::open(config)?);
+                Ok(drivers)
+            }
+        }
+    }
+
+    /// Whether this driver's reference data is loaded (Kafka reads its assets partitions to
+    /// their end before anything else; other drivers merge assets by time).
+    fn assets_loaded(&self) -> bool {
+        match self {
+            Driver::Kafka { source, .. } => source.assets_loaded(),
+            _ => true,
+        }
+    }
+
+    /// Partitions that stop holding the frontier back once the reference data is loaded.
+    fn asset_partitions(&self) -> Vec<usize> {
+        match self {
+            Driver::Kafka { source, .. } => source.asset_partitions(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Starts reading the event streams (after every reader's reference data is loaded).
+    fn start_streams(&mut self) {
+        if let Driver::Kafka { source, .. } = self
+            && let Err(e) = source.start_streams()
+        {
+            tracing::error!("{e}");
+        }
     }
 
     /// The topic a stream's records came from (Kafka only).
@@ -227,7 +276,6 @@ impl Driver {
                     Ok(outcome) => Polled {
                         more: outcome.more,
                         heartbeat: None,
-                        finished: outcome.finished,
                     },
                     Err(e) => {
                         tracing::error!("{e}");
@@ -235,7 +283,6 @@ impl Driver {
                         Polled {
                             more: true,
                             heartbeat: None,
-                            finished: Vec::new(),
                         }
                     }
                 };
@@ -282,7 +329,6 @@ impl Driver {
                         return Polled {
                             more: false,
                             heartbeat: last_ts,
-                            finished: Vec::new(),
                         };
                     };
                     if let Ok(event) = &record.event {
@@ -298,7 +344,6 @@ impl Driver {
                                 return Polled {
                                     more: true,
                                     heartbeat: last_ts,
-                                    finished: Vec::new(),
                                 };
                             }
                         }
@@ -309,11 +354,7 @@ impl Driver {
                 (true, last_ts)
             }
         };
-        Polled {
-            more,
-            heartbeat,
-            finished: Vec::new(),
-        }
+        Polled { more, heartbeat }
     }
 }
 
@@ -440,8 +481,29 @@ impl InputSessions {
     }
 }
 
-/// Publications awaiting their snapshot: `(newest stamp of a tick, when the tick began)`.
-type Pending = Rc<RefCell<VecDeque<(Time, Instant)>>>;
+/// What the workers of one run share.
+struct Shared {
+    /// Workers that read a source.
+    readers: usize,
+    /// Readers whose reference data is loaded.
+    bootstrapped: AtomicUsize,
+    /// Readers at the end of their input.
+    ended: AtomicUsize,
+    /// The end of input: the largest of the ended readers' `newest stamp + 1`.
+    end: AtomicU64,
+    /// The largest input frontier of any reader; a reader whose partitions are all idle or
+    /// finished follows it, so that it does not hold the others back.
+    hint: AtomicU64,
+    /// Set once the end of input is published: later frontiers only reflect future-time
+    /// updates (window expiries) past the end of input, which are not published.
+    sealed: AtomicBool,
+    /// Set when every worker may drop the dataflow.
+    finished: AtomicBool,
+    /// Ticks awaiting their snapshot: `(newest stamp of a tick, when the tick began)`.
+    pending: Mutex<Vec<(Time, Instant)>>,
+    /// Counts of all readers.
+    summary: Mutex<RunSummary>,
+}
 
 /// Runs the engine until the source ends or `stop` is set; blocks the calling thread.
 pub fn run(
@@ -450,14 +512,26 @@ pub fn run(
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary, RuntimeError> {
-    let driver = Arc::new(Mutex::new(Some(Driver::open(config)?)));
     std::fs::create_dir_all(&config.data_dir).ok();
+    let drivers = Driver::open_all(config)?;
+    let readers = drivers.iter().filter(|d| d.is_some()).count();
+    let drivers: Arc<Vec<Mutex<Option<Driver>>>> =
+        Arc::new(drivers.into_iter().map(Mutex::new).collect());
     let dead_letters = DeadLetterFile::open(&config.data_dir.join("dead_letters.jsonl"))?;
-    let dead_letters = Arc::new(Mutex::new(Some(dead_letters)));
-    let summary = Arc::new(Mutex::new(RunSummary::default()));
+    let dead_letters = Arc::new(Mutex::new(dead_letters));
+    let shared = Arc::new(Shared {
+        readers,
+        bootstrapped: AtomicUsize::new(0),
+        ended: AtomicUsize::new(0),
+        end: AtomicU64::new(0),
+        hint: AtomicU64::new(0),
+        sealed: AtomicBool::new(false),
+        finished: AtomicBool::new(false),
+        pending: Mutex::new(Vec::new()),
+        summary: Mutex::new(RunSummary::default()),
+    });
     let config = config.clone();
-    let result_summary = Arc::clone(&summary);
-    let finished = Arc::new(AtomicBool::new(false));
+    let result_shared = Arc::clone(&shared);
     let kafka_out = match &config.kafka_sink {
         Some(sink) => Some(Arc::new(KafkaOut::start(sink, &store)?)),
         None => None,
@@ -469,17 +543,13 @@ pub fn run(
     let guards = timely::execute(timely::Config::process(config.workers), move |worker| {
         let index = worker.index();
         let kafka_out = worker_kafka_out.clone();
-        let finished = Arc::clone(&finished);
-        let pending: Pending = Rc::new(RefCell::new(VecDeque::new()));
-        let publisher_pending = Rc::clone(&pending);
-        // Set once the end of input is published: later frontiers only reflect future-time
-        // updates (window expiries) past the end of input, which are not published.
-        let sealed = Rc::new(std::cell::Cell::new(false));
-        let publisher_sealed = Rc::clone(&sealed);
+        let shared = Arc::clone(&shared);
+        let publisher_shared = Arc::clone(&shared);
+        let publish_producer = kafka_out.as_ref().map(|k| Arc::clone(&k.producer));
+        let mut producer_counted = (0, 0);
         let driver_store = Arc::clone(&store);
         let store = Arc::clone(&store);
         let publish_metrics = Arc::clone(&metrics);
-        let publish_summary = Arc::clone(&summary);
         let dataflow_config = config.dataflow.clone();
         let dataflow_id = worker.next_dataflow_index();
         let (mut inputs, probe) = worker.dataflow::<Time, _, _>(move |scope| {
@@ -527,7 +597,7 @@ pub fn run(
                     let Some(&bound) = frontier.frontier().first() else {
                         return;
                     };
-                    if publisher_sealed.get() {
+                    if publisher_shared.sealed.load(Ordering::Acquire) {
                         return;
                     }
                     let as_of = bound.saturating_sub(1);
@@ -549,20 +619,25 @@ pub fn run(
                         .snapshot_version
                         .set(snapshot.version as i64);
                     publish_metrics.snapshot_as_of_ms.set(snapshot.as_of as i64);
-                    publish_summary
+                    publisher_shared
+                        .summary
                         .lock()
                         .map(|mut s| s.as_of = snapshot.as_of)
                         .ok();
                     let now = Instant::now();
-                    let mut pending = publisher_pending.borrow_mut();
-                    while let Some(&(stamp, began)) = pending.front() {
-                        if stamp > as_of {
-                            break;
-                        }
-                        let age = now.duration_since(began).as_secs_f64();
-                        publish_metrics.freshness_seconds.observe(age);
-                        publish_metrics.publish_lag_seconds.set(age);
-                        pending.pop_front();
+                    if let Ok(mut pending) = publisher_shared.pending.lock() {
+                        pending.retain(|&(stamp, began)| {
+                            if stamp > as_of {
+                                return true;
+                            }
+                            let age = now.duration_since(began).as_secs_f64();
+                            publish_metrics.freshness_seconds.observe(age);
+                            publish_metrics.publish_lag_seconds.set(age);
+                            false
+                        });
+                    }
+                    if let Some(producer) = &publish_producer {
+                        report_producer(producer, &publish_metrics, &mut producer_counted);
                     }
                 },
             );
@@ -580,22 +655,21 @@ pub fn run(
             )
         });
 
-        if index != 0 {
+        let driver = drivers
+            .get(index)
+            .and_then(|d| d.lock().ok().and_then(|mut d| d.take()));
+        let Some(mut driver) = driver else {
+            // Nothing to read here: the inputs close and the worker computes its share.
             inputs.close();
-            while !finished.load(Ordering::Acquire)
+            while !shared.finished.load(Ordering::Acquire)
                 && worker.step_or_park(Some(Duration::from_millis(10)))
             {}
             worker.drop_dataflow(dataflow_id);
             return;
-        }
-
-        let Some(mut driver) = driver.lock().ok().and_then(|mut d| d.take()) else {
-            return;
         };
-        let mut dead_letters = dead_letters.lock().ok().and_then(|mut d| d.take());
         let kafka_dead_letters = kafka_out.as_ref().and_then(|k| k.dead_letters.as_ref());
-        let kafka_producer = kafka_out.as_ref().map(|k| Arc::clone(&k.producer));
-        let mut producer_counted = (0, 0);
+        let mut bootstrapped = false;
+        let mut streaming = false;
         let clock = &config.clock;
         let mut marks = Watermarks::new(
             driver.partitions(),
@@ -611,13 +685,20 @@ pub fn run(
         loop {
             let tick_began = Instant::now();
             batch.clear();
-            let Polled {
-                more,
-                heartbeat,
-                finished: finished_partitions,
-            } = driver.poll(clock.tick_records, &mut batch);
-            for p in finished_partitions {
-                marks.finish(p);
+            let Polled { more, heartbeat } = driver.poll(clock.tick_records, &mut batch);
+            if !bootstrapped && driver.assets_loaded() {
+                bootstrapped = true;
+                for p in driver.asset_partitions() {
+                    marks.finish(p);
+                }
+                shared.bootstrapped.fetch_add(1, Ordering::AcqRel);
+            }
+            if bootstrapped
+                && !streaming
+                && shared.bootstrapped.load(Ordering::Acquire) >= shared.readers
+            {
+                streaming = true;
+                driver.start_streams();
             }
             let frontier = inputs.time();
             let mut tick_max_stamp = 0;
@@ -663,7 +744,7 @@ pub fn run(
                             .dead_letters
                             .with_label_values(&[stream.name()])
                             .inc();
-                        if let Some(file) = dead_letters.as_mut()
+                        if let Ok(mut file) = dead_letters.lock()
                             && let Err(e) = file.write(&error)
                         {
                             tracing::warn!("dead-letter file: {e}");
@@ -702,28 +783,45 @@ pub fn run(
                 }
             }
             max_stamp = max_stamp.max(tick_max_stamp);
-            if tick_max_stamp > 0 {
-                pending.borrow_mut().push_back((tick_max_stamp, tick_began));
+            if tick_max_stamp > 0
+                && let Ok(mut pending) = shared.pending.lock()
+            {
+                pending.push((tick_max_stamp, tick_began));
             }
-            if let Some(file) = dead_letters.as_mut() {
+            if let Ok(mut file) = dead_letters.lock() {
                 file.flush().ok();
             }
             driver.report(&metrics);
-            if let Some(producer) = &kafka_producer {
-                report_producer(producer, &metrics, &mut producer_counted);
-            }
             let stopping = stop.load(Ordering::Relaxed);
             if !more || stopping {
-                // Publish everything read: advance past the newest stamp, then close.
-                let end = max_stamp.max(inputs.time()) + 1;
+                // The end of input is past every reader's newest stamp: wait until every
+                // reader has ended (following the others meanwhile, so as not to hold them
+                // back), advance there, and wait until it is published.
+                shared
+                    .end
+                    .fetch_max(max_stamp.max(inputs.time()) + 1, Ordering::AcqRel);
+                shared.ended.fetch_add(1, Ordering::AcqRel);
+                while shared.ended.load(Ordering::Acquire) < shared.readers {
+                    let hint = shared.hint.load(Ordering::Acquire);
+                    if hint > inputs.time() {
+                        inputs.advance_to(hint);
+                    }
+                    inputs.flush();
+                    worker.step_or_park(Some(Duration::from_millis(1)));
+                }
+                let end = shared.end.load(Ordering::Acquire).max(inputs.time());
                 inputs.advance_to(end);
                 inputs.flush();
-                // The publish operator runs on this worker: wait until it has published `end - 1`.
                 worker.step_while(|| driver_store.snapshot().as_of < end - 1);
-                sealed.set(true);
+                shared.sealed.store(true, Ordering::Release);
                 break;
             }
-            let next = marks.advance(Instant::now());
+            let now = Instant::now();
+            let mut next = marks.advance(now);
+            if marks.quiet(now) {
+                next = next.max(shared.hint.load(Ordering::Acquire));
+            }
+            shared.hint.fetch_max(next, Ordering::AcqRel);
             if next > inputs.time() {
                 inputs.advance_to(next);
             }
@@ -737,17 +835,18 @@ pub fn run(
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        summary
+        shared
+            .summary
             .lock()
             .map(|mut s| {
-                s.records = local.records;
-                s.bad = local.bad;
-                s.late = local.late;
+                s.records += local.records;
+                s.bad += local.bad;
+                s.late += local.late;
             })
             .ok();
         // The end of input is published. What the dataflow would still compute (window
         // expiries past the end) is never published: drop it on every worker.
-        finished.store(true, Ordering::Release);
+        shared.finished.store(true, Ordering::Release);
         drop(inputs);
         worker.drop_dataflow(dataflow_id);
     })
@@ -764,6 +863,10 @@ pub fn run(
             .flush(Duration::from_secs(30))
             .map_err(|e| RuntimeError::Kafka(e.to_string()))?;
     }
-    let summary = result_summary.lock().map(|s| s.clone()).unwrap_or_default();
+    let summary = result_shared
+        .summary
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
     Ok(summary)
 }

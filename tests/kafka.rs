@@ -292,9 +292,13 @@ fn pipeline() -> &'static Pipeline {
         );
         let (first, _) = run(&config);
         assert_eq!(first.records as usize, half, "the first run reads the first half");
-        // Restart: a new engine over the same topics after more events arrived.
+        // Restart: a new engine over the same topics after more events arrived, with another
+        // number of workers (so the partitions are spread differently).
         produce(&source.topics, &events[half..]);
-        let kafka = run(&config);
+        let kafka = run(&Config {
+            workers: 3,
+            ..config
+        });
         Pipeline {
             sink,
             kafka,

@@ -25,7 +25,6 @@ use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use wearflow_operators::Time;
 
 use crate::Error;
 use crate::decode::decode;
@@ -282,8 +281,6 @@ struct TopicReader {
 pub struct PollOutcome {
     /// False once the source has ended (only with `stop_at_end`).
     pub more: bool,
-    /// Global partitions that stop holding the event-time frontier back from now on.
-    pub finished: Vec<usize>,
 }
 
 /// Reads the stream topics of one Kafka cluster. Create with [`KafkaSource::open`].
@@ -300,7 +297,8 @@ pub struct KafkaSource {
 
 impl KafkaSource {
     /// Connects, creates missing topics, and assigns the partitions for which `take(global
-    /// index)` holds. Reading starts with the assets topic alone.
+    /// index)` holds. Reading starts with the assets topic alone, until
+    /// [`KafkaSource::start_streams`].
     pub fn open(
         config: &KafkaSourceConfig,
         take: impl Fn(usize) -> bool,
@@ -420,6 +418,36 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Whether every assets partition of this source has been read to its end (the
+    /// reference data is loaded; true at once without assets partitions).
+    pub fn assets_loaded(&self) -> bool {
+        self.status
+            .iter()
+            .filter(|s| s.stream == StreamKind::Assets)
+            .all(|s| s.at_end)
+    }
+
+    /// The local indexes of the assets partitions.
+    pub fn asset_partitions(&self) -> Vec<usize> {
+        self.status
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.stream == StreamKind::Assets)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Ends the assets-first phase: assigns every partition (the assets ones from where
+    /// reading stopped). Readers call this once every reader's assets are loaded, so that no
+    /// telemetry is read anywhere before all reference data.
+    pub fn start_streams(&mut self) -> Result<(), Error> {
+        if self.bootstrapping {
+            self.bootstrapping = false;
+            self.assign(|_| true)?;
+        }
+        Ok(())
+    }
+
     /// The partitions this source reads, by local index (the watermark partition index).
     pub fn partitions(&self) -> &[PartitionStatus] {
         &self.status
@@ -432,10 +460,7 @@ impl KafkaSource {
         wait: Duration,
         out: &mut Vec<SourceRecord>,
     ) -> Result<PollOutcome, Error> {
-        let mut outcome = PollOutcome {
-            more: true,
-            finished: Vec::new(),
-        };
+        let mut outcome = PollOutcome { more: true };
         let share = (max / self.readers.len().max(1)).max(1);
         let start_len = out.len();
         let mut progressed = true;
@@ -450,24 +475,7 @@ impl KafkaSource {
             std::thread::sleep(wait.min(Duration::from_millis(5)));
         }
         self.refresh_high_watermarks();
-        if self.bootstrapping {
-            let assets_done = self
-                .status
-                .iter()
-                .filter(|s| s.stream == StreamKind::Assets)
-                .all(|s| s.at_end);
-            if assets_done {
-                self.bootstrapping = false;
-                self.assign(|_| true)?;
-                outcome.finished = self
-                    .status
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.stream == StreamKind::Assets)
-                    .map(|(i, _)| i)
-                    .collect();
-            }
-        } else if self.stop_at_end && self.status.iter().all(|s| s.at_end) {
+        if !self.bootstrapping && self.stop_at_end && self.status.iter().all(|s| s.at_end) {
             outcome.more = false;
         }
         if let Some(every) = self.commit_every
@@ -566,11 +574,6 @@ impl KafkaSource {
             }
         }
         Ok(())
-    }
-
-    /// The newest event time the source can vouch for: none (Kafka has no heartbeat).
-    pub fn heartbeat(&self) -> Option<Time> {
-        None
     }
 }
 

@@ -73,6 +73,14 @@ impl Watermarks {
         self.partitions.get(partition).and_then(|p| p.max_ts)
     }
 
+    /// Whether no partition holds the frontier back at `now`: every one is finished or idle
+    /// (also when there are none). A reader in that state may follow other readers' frontier.
+    pub fn quiet(&self, now: Instant) -> bool {
+        self.partitions
+            .iter()
+            .all(|p| p.finished || now.duration_since(p.last_activity) >= self.idle_timeout)
+    }
+
     /// The current frontier: never decreases.
     pub fn frontier(&self) -> Time {
         self.frontier
@@ -121,8 +129,10 @@ mod tests {
         // Frontiers never go back, even when the idle partition speaks again.
         w.observe(1, 4_000, later);
         assert_eq!(w.advance(later), 5_900);
+        assert!(!w.quiet(later));
         w.finish(1);
         w.finish(0);
         assert_eq!(w.advance(later), 5_900);
+        assert!(w.quiet(later));
     }
 }
