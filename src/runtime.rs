@@ -661,9 +661,11 @@ pub fn run(
         let Some(mut driver) = driver else {
             // Nothing to read here: the inputs close and the worker computes its share.
             inputs.close();
-            while !shared.finished.load(Ordering::Acquire)
-                && worker.step_or_park(Some(Duration::from_millis(10)))
-            {}
+            while !shared.finished.load(Ordering::Acquire) {
+                if !worker.step_or_park(Some(Duration::from_millis(10))) {
+                    break;
+                }
+            }
             worker.drop_dataflow(dataflow_id);
             return;
         };
