@@ -87,21 +87,28 @@ impl Watermarks {
     }
 
     /// Recomputes the frontier at wall-clock `now`; returns it.
+    ///
+    /// When no partition is active (all idle or finished), nothing is in flight: the frontier
+    /// moves just past the newest event seen, so that the last records become readable
+    /// instead of waiting for more input. A record that arrives later behind it is late.
     pub fn advance(&mut self, now: Instant) -> Time {
-        let active = self
+        let active: Vec<&PartitionMark> = self
             .partitions
             .iter()
-            .filter(|p| !p.finished && now.duration_since(p.last_activity) < self.idle_timeout);
+            .filter(|p| !p.finished && now.duration_since(p.last_activity) < self.idle_timeout)
+            .collect();
+        if active.is_empty() {
+            if let Some(newest) = self.partitions.iter().filter_map(|p| p.max_ts).max() {
+                let past = (newest + 1).div_ceil(self.resolution_ms) * self.resolution_ms;
+                self.frontier = self.frontier.max(past);
+            }
+            return self.frontier;
+        }
         // An active partition that has seen nothing yet holds the frontier where it is.
-        let candidate = if active.clone().any(|p| p.max_ts.is_none()) {
-            None
-        } else {
-            active.filter_map(|p| p.max_ts).min().or_else(|| {
-                // Nothing active: nothing holds the frontier back but the data seen.
-                self.partitions.iter().filter_map(|p| p.max_ts).max()
-            })
-        };
-        if let Some(mark) = candidate {
+        if active.iter().any(|p| p.max_ts.is_none()) {
+            return self.frontier;
+        }
+        if let Some(mark) = active.iter().filter_map(|p| p.max_ts).min() {
             let lowered = mark.saturating_sub(self.allowed_lateness_ms);
             let rounded = lowered - lowered % self.resolution_ms;
             self.frontier = self.frontier.max(rounded);
@@ -132,7 +139,8 @@ mod tests {
         assert!(!w.quiet(later));
         w.finish(1);
         w.finish(0);
-        assert_eq!(w.advance(later), 5_900);
+        // Nothing in flight: the frontier passes the newest event, rounded up.
+        assert_eq!(w.advance(later), 6_010);
         assert!(w.quiet(later));
     }
 }
