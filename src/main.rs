@@ -83,6 +83,9 @@ enum Command {
         /// With --kafka: partitions of each topic created because it does not exist.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
+        /// With --kafka: topics are `<prefix>.telemetry`, `.orders`, `.stock`, `.assets`.
+        #[arg(long, default_value = "wearflow")]
+        topic_prefix: String,
         /// Also write the true failure and loss times to this file (JSONL).
         #[arg(long)]
         ground_truth: Option<PathBuf>,
@@ -126,6 +129,7 @@ fn main() -> anyhow::Result<()> {
             kafka,
             rate,
             partitions,
+            topic_prefix,
             ground_truth,
         } => {
             let duration_ms = parse_duration_ms(&duration)?;
@@ -142,7 +146,13 @@ fn main() -> anyhow::Result<()> {
                     truth
                 }
                 (None, Some(brokers)) => {
-                    produce_simulation(config, duration_ms, &brokers, rate, partitions)?
+                    let topics = KafkaTopics {
+                        telemetry: format!("{topic_prefix}.telemetry"),
+                        orders: format!("{topic_prefix}.orders"),
+                        stock: format!("{topic_prefix}.stock"),
+                        assets: format!("{topic_prefix}.assets"),
+                    };
+                    produce_simulation(config, duration_ms, &brokers, &topics, rate, partitions)?
                 }
                 (None, None) => bail!("give --out DIR or --kafka BROKERS"),
             };
@@ -198,16 +208,16 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Produces the simulation to the default stream topics, keyed by entity, at `rate` events/s
-/// (or as fast as possible); returns the ground truth.
+/// Produces the simulation to the stream topics, keyed by entity, at `rate` events/s (or as
+/// fast as possible); returns the ground truth.
 fn produce_simulation(
     config: SimulatorConfig,
     duration_ms: u64,
     brokers: &str,
+    topics: &KafkaTopics,
     rate: Option<f64>,
     partitions: i32,
 ) -> anyhow::Result<Vec<wearflow_sources::GroundTruth>> {
-    let topics = KafkaTopics::default();
     let names: Vec<&str> = StreamKind::ALL.iter().map(|s| topics.of(*s)).collect();
     let options = Default::default();
     ensure_topics(brokers, &options, &names, partitions, &[])?;

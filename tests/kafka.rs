@@ -522,3 +522,47 @@ fn malformed_messages_go_to_the_dead_letter_topic() {
         "{reasons:?}"
     );
 }
+
+/// `wearflow simulate --kafka` produces the simulation to the stream topics: as many messages
+/// as the same simulation writes to files, keyed by entity.
+#[test]
+fn simulate_produces_to_kafka() {
+    let prefix = unique("cli");
+    let output = Command::new(env!("CARGO_BIN_EXE_wearflow"))
+        .args([
+            "simulate",
+            "--seed",
+            "5",
+            "--machines",
+            "2",
+            "--duration",
+            "8h",
+        ])
+        .args([
+            "--kafka",
+            brokers(),
+            "--topic-prefix",
+            &prefix,
+            "--partitions",
+            "2",
+        ])
+        .output()
+        .expect("wearflow simulate");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config = SimulatorConfig {
+        seed: 5,
+        machines: 2,
+        ..SimulatorConfig::default()
+    };
+    let (events, _) = simulate(config, 8 * 3_600_000);
+    for stream in StreamKind::ALL {
+        let expected = events.iter().filter(|e| e.stream() == stream).count();
+        let messages = read_topic(&format!("{prefix}.{}", stream.name()));
+        assert_eq!(messages.len(), expected, "{stream} messages");
+        assert!(messages.iter().all(|(k, v, _)| k.is_some() && v.is_some()));
+    }
+}
