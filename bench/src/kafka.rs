@@ -234,6 +234,15 @@ fn fixed_rate(
     while Instant::now() < deadline && !sent.lock().map(|s| s.is_empty()).unwrap_or(true) {
         std::thread::sleep(Duration::from_millis(20));
     }
+    if let Ok(left) = sent.lock()
+        && let Some((stamp, _)) = left.front()
+    {
+        eprintln!(
+            "{} events not readable 20 s after the last was produced: first stamp {stamp}, as_of {}",
+            left.len(),
+            store.snapshot().as_of
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     engine
         .join()

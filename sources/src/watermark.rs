@@ -99,7 +99,9 @@ impl Watermarks {
             .collect();
         if active.is_empty() {
             if let Some(newest) = self.partitions.iter().filter_map(|p| p.max_ts).max() {
-                let past = (newest + 1).div_ceil(self.resolution_ms) * self.resolution_ms;
+                // Records are stamped at their time rounded up; the frontier must pass that.
+                let past =
+                    newest.div_ceil(self.resolution_ms) * self.resolution_ms + self.resolution_ms;
                 self.frontier = self.frontier.max(past);
             }
             return self.frontier;
@@ -139,8 +141,11 @@ mod tests {
         assert!(!w.quiet(later));
         w.finish(1);
         w.finish(0);
-        // Nothing in flight: the frontier passes the newest event, rounded up.
+        // Nothing in flight: the frontier passes the stamp of the newest event.
         assert_eq!(w.advance(later), 6_010);
+        w.observe(0, 6_015, later);
+        w.finish(0);
+        assert_eq!(w.advance(later), 6_030, "6_015 is stamped 6_020");
         assert!(w.quiet(later));
     }
 }
