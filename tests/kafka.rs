@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value as Json;
 use wearflow::config::{ClockConfig, Config, SourceConfig};
@@ -22,7 +21,7 @@ use wearflow::metrics::Metrics;
 use wearflow::runtime::{self, RunSummary};
 use wearflow_operators::{Value, ViewKind};
 use wearflow_sinks::json::{key_to_json, row_to_json};
-use wearflow_sinks::kafka::{KafkaSinkConfig, Producer};
+use wearflow_sinks::kafka::{KafkaSinkConfig, OwnedRecord, Producer};
 use wearflow_sinks::{ServingStore, Snapshot};
 use wearflow_sources::kafka::{ensure_topics, event_key};
 use wearflow_sources::{
@@ -178,19 +177,8 @@ fn read_topic(topic: &str) -> Vec<Read> {
         );
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_string(), h.value.unwrap_or(&[]).to_vec()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push((
-                    m.key().map(<[u8]>::to_vec),
-                    m.payload().map(<[u8]>::to_vec),
-                    headers,
-                ));
+                let record = OwnedRecord::of(&m);
+                out.push((record.key, record.payload, record.headers));
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 open.remove(&p);

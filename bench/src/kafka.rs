@@ -28,6 +28,18 @@ struct Message {
     payload: String,
 }
 
+impl Message {
+    fn send(&self, producer: &Producer, topics: &KafkaTopics) -> anyhow::Result<()> {
+        producer.send(
+            topics.of(self.stream),
+            Some(self.key.as_bytes()),
+            Some(self.payload.as_bytes()),
+            &[],
+        )?;
+        Ok(())
+    }
+}
+
 fn messages(machines: usize, hours: u64) -> Vec<Message> {
     let config = SimulatorConfig {
         seed: 1,
@@ -68,12 +80,7 @@ fn produce_all(brokers: &str, topics: &KafkaTopics, messages: &[Message]) -> any
     let producer = Producer::new(brokers, &BTreeMap::new())?;
     let started = Instant::now();
     for m in messages {
-        producer.send(
-            topics.of(m.stream),
-            Some(m.key.as_bytes()),
-            Some(m.payload.as_bytes()),
-            &[],
-        )?;
+        m.send(&producer, topics)?;
     }
     producer.flush(Duration::from_secs(120))?;
     Ok(started.elapsed().as_secs_f64())
@@ -213,12 +220,7 @@ fn fixed_rate(
         sent.lock()
             .unwrap_or_else(|e| e.into_inner())
             .push_back((stamp, Instant::now()));
-        producer.send(
-            topics.of(m.stream),
-            Some(m.key.as_bytes()),
-            Some(m.payload.as_bytes()),
-            &[],
-        )?;
+        m.send(&producer, &topics)?;
         produced += 1;
         let due = Duration::from_secs_f64(produced as f64 / rate);
         if let Some(wait) = due.checked_sub(started.elapsed())

@@ -94,6 +94,26 @@ pub struct OwnedRecord {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl OwnedRecord {
+    /// A copy of a message, headers included.
+    pub fn of(message: &impl Message) -> OwnedRecord {
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or(&[]).to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        OwnedRecord {
+            topic: message.topic().to_string(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+}
+
 /// Delivery counters of a [`Producer`].
 #[derive(Debug, Default)]
 pub struct DeliveryStats {
@@ -124,20 +144,7 @@ impl ProducerContext for DeliveryContext {
             Err((error, message)) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("kafka delivery to {} failed: {error}", message.topic());
-                let headers = message
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_string(), h.value.unwrap_or(&[]).to_vec()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let record = OwnedRecord {
-                    topic: message.topic().to_string(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().map(<[u8]>::to_vec),
-                    headers,
-                };
+                let record = OwnedRecord::of(message);
                 if let Ok(mut failed) = self.failed.lock() {
                     failed.push(record);
                 }
