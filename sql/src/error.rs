@@ -102,7 +102,12 @@ impl From<DataFusionError> for Error {
 fn classify(error: DataFusionError) -> Error {
     use datafusion::common::SchemaError;
     match error {
-        DataFusionError::Context(_, inner) => classify(*inner),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            classify(*inner)
+        }
+        DataFusionError::Collection(mut errors) if !errors.is_empty() => {
+            classify(errors.swap_remove(0))
+        }
         DataFusionError::Shared(inner) => classify_message(&inner.to_string(), &inner),
         DataFusionError::SQL(parse, _) => Error::Syntax(lower_first(&parse.to_string())),
         DataFusionError::SchemaError(schema, _) => match *schema {

@@ -164,7 +164,7 @@ async fn every_table_of_a_statement_reads_the_pinned_snapshot() {
     // Unpinned, the engine reads the newest snapshot for both.
     let result = rows(
         &engine,
-        "SELECT (SELECT count(*) FROM tooth_wear), (SELECT count(*) FROM machines)",
+        "SELECT (SELECT count(*) FROM tooth_wear) AS teeth, (SELECT count(*) FROM machines) AS m",
     )
     .await;
     let batch = concat(&result);
@@ -242,7 +242,8 @@ async fn limits_end_statements_cleanly() {
     .expect("engine");
     let error = slow
         .execute(
-            "SELECT count(*) FROM generate_series(1, 1000000) a, generate_series(1, 1000000) b",
+            "SELECT count(*) FROM generate_series(1, 1000000) a, generate_series(1, 1000000) b \
+             WHERE a.value + b.value < 0",
             None,
         )
         .await
@@ -259,7 +260,7 @@ async fn limits_end_statements_cleanly() {
     .expect("engine");
     let error = small
         .execute(
-            "SELECT v, count(*) FROM generate_series(1, 2000000) t(v) GROUP BY v ORDER BY v",
+            "SELECT value, count(*) FROM generate_series(1, 2000000) GROUP BY value ORDER BY value",
             None,
         )
         .await
@@ -273,7 +274,7 @@ async fn limits_end_statements_cleanly() {
         ),
         2
     );
-    let limited = match small
+    let limited = match slow
         .execute("SELECT * FROM tooth_wear ORDER BY tooth_id", Some(2))
         .await
         .expect("limited")
