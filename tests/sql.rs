@@ -205,10 +205,11 @@ async fn psql_queries_errors_and_catalog() {
     assert_eq!(out.trim(), "north|17\nsouth|8");
 
     let (ok, out, err) = server
-        .psql(&["-c", "SELECT as_of(), CAST(as_of() AS BIGINT)"])
+        .psql(&["-c", "SELECT as_of() AS at, CAST(as_of() AS BIGINT) AS ms"])
         .await;
     assert!(ok, "{err}");
     assert!(out.starts_with("1970-01-01 00:00:03"), "{out}");
+    assert!(out.trim().ends_with("|3000"), "{out}");
 
     // A syntax error carries its SQLSTATE; the same connection then answers the next query.
     let (_, out, err) = server
@@ -429,7 +430,7 @@ async fn named_views_survive_a_restart_and_can_be_dropped() {
         ])
         .await;
     assert!(ok, "{err}");
-    assert_eq!(out.trim(), "");
+    assert_eq!(out.trim(), "CREATE VIEW");
     let views = server.views().await;
     let worn = views["views"]
         .as_array()

@@ -26,7 +26,7 @@ use pgwire::api::cancel::CancelHandler;
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{QueryResponse, Response, Tag};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
@@ -81,7 +81,13 @@ impl WearflowHandlers {
         let inner = Arc::new(DfSessionService::new(Arc::clone(engine.context())));
         let manager = Arc::new(ConnectionManager::new());
         WearflowHandlers {
-            service: Arc::new(WearflowService { engine, inner }),
+            service: Arc::new(WearflowService {
+                engine,
+                parser: Arc::new(WearflowParser {
+                    inner: inner.query_parser(),
+                }),
+                inner,
+            }),
             startup: Arc::new(TrustingStartup {
                 manager: Arc::clone(&manager),
             }),
@@ -125,6 +131,7 @@ impl NoopStartupHandler for TrustingStartup {
 struct WearflowService {
     engine: Arc<SqlEngine>,
     inner: Arc<DfSessionService>,
+    parser: Arc<WearflowParser>,
 }
 
 /// An engine error as a Postgres error response.
@@ -195,6 +202,63 @@ impl SimpleQueryHandler for WearflowService {
 }
 
 type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+type InnerParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+
+/// `datafusion-postgres`'s parser, with planning errors carrying our SQLSTATEs (its own
+/// report every planning error as XX000).
+struct WearflowParser {
+    inner: Arc<InnerParser>,
+}
+
+/// Maps an opaque protocol error from DataFusion to an engine error, where it is one.
+fn map_api_error(error: PgWireError) -> PgWireError {
+    match error {
+        PgWireError::ApiError(source) => {
+            match source.downcast::<datafusion::error::DataFusionError>() {
+                Ok(df) => pg_error(Error::from(*df)),
+                Err(source) => {
+                    match source.downcast::<datafusion::sql::sqlparser::parser::ParserError>() {
+                        Ok(parse) => pg_error(Error::Syntax(parse.to_string().to_lowercase())),
+                        Err(source) => PgWireError::ApiError(source),
+                    }
+                }
+            }
+        }
+        other => other,
+    }
+}
+
+#[async_trait]
+impl QueryParser for WearflowParser {
+    type Statement = Statement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        self.inner
+            .parse_sql(client, sql, types)
+            .await
+            .map_err(map_api_error)
+    }
+
+    fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.inner.get_parameter_types(statement)
+    }
+
+    fn get_result_schema(
+        &self,
+        statement: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.inner.get_result_schema(statement, column_format)
+    }
+}
 
 impl WearflowService {
     /// Decodes the portal's parameters with the types the statement description announced.
@@ -222,10 +286,10 @@ impl WearflowService {
 #[async_trait]
 impl ExtendedQueryHandler for WearflowService {
     type Statement = Statement;
-    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+    type QueryParser = WearflowParser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.inner.query_parser()
+        Arc::clone(&self.parser)
     }
 
     async fn do_query<C>(
