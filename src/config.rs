@@ -25,6 +25,8 @@ pub struct Config {
     pub dataflow: DataflowConfig,
     /// Kafka outputs: view changelogs, alerts, dead letters (none = no Kafka output).
     pub kafka_sink: Option<KafkaSinkConfig>,
+    /// The SQL layer: Postgres listener and limits.
+    pub sql: SqlConfig,
 }
 
 impl Default for Config {
@@ -37,6 +39,32 @@ impl Default for Config {
             source: SourceConfig::default(),
             dataflow: DataflowConfig::default(),
             kafka_sink: None,
+            sql: SqlConfig::default(),
+        }
+    }
+}
+
+/// The SQL layer (`[sql]`): where the Postgres protocol listens and what a statement may use.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlConfig {
+    /// Postgres wire-protocol listen address (`WEARFLOW_PG_ADDR`); port 0 picks a free port.
+    pub pg_addr: String,
+    /// The longest a statement may run, planning included, in ms.
+    pub statement_timeout_ms: u64,
+    /// Memory all running statements may use together for sorts, joins and aggregates.
+    pub memory_limit_bytes: usize,
+    /// Rows `POST /sql` returns at most; more are cut off and the answer says `truncated`.
+    pub http_row_limit: usize,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        SqlConfig {
+            pg_addr: "127.0.0.1:6875".to_string(),
+            statement_timeout_ms: 30_000,
+            memory_limit_bytes: 512 * 1024 * 1024,
+            http_row_limit: 10_000,
         }
     }
 }
@@ -189,6 +217,7 @@ impl Config {
                         sink.brokers = value;
                     }
                 }
+                "WEARFLOW_PG_ADDR" => config.sql.pg_addr = value,
                 _ => {}
             }
         }
@@ -217,10 +246,15 @@ mod tests {
         .expect("write");
         let config = Config::load(
             Some(&path),
-            [("WEARFLOW_WORKERS".to_string(), "4".to_string())],
+            [
+                ("WEARFLOW_WORKERS".to_string(), "4".to_string()),
+                ("WEARFLOW_PG_ADDR".to_string(), "0.0.0.0:5433".to_string()),
+            ],
         )
         .expect("valid config");
         assert_eq!(config.workers, 4);
+        assert_eq!(config.sql.pg_addr, "0.0.0.0:5433");
+        assert_eq!(config.sql.http_row_limit, 10_000);
         assert_eq!(config.clock.allowed_lateness_ms, 500);
         assert_eq!(
             config.source,

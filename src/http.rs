@@ -5,6 +5,7 @@
 //!  GET /views/{name}?k=v&limit&cursor  rows in key order, filtered by key columns, paged
 //!  GET /views/{name}/changes        server-sent events: a snapshot, then every change
 //!  GET /views/{name}/{key}          one row by key (multi-column keys joined by `,`)
+//!  POST /sql                        one SQL statement: JSON, CSV or Arrow IPC (see `sql`)
 //!  GET /health  GET /ready  GET /metrics
 //! ```
 //!
@@ -14,7 +15,10 @@
 
 mod changes;
 mod cursor;
+mod sql;
 mod views;
+
+pub use sql::{ARROW_STREAM, SqlState, TRUNCATED_HEADER};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,7 +31,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Json};
 use serde_json::{Value as JsonValue, json};
 use tokio::net::TcpListener;
@@ -52,6 +56,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Whether the engine has caught up and `/ready` should say so.
     pub ready: Arc<AtomicBool>,
+    /// The SQL engine behind `POST /sql` and the named views of `GET /views` (none: no SQL).
+    pub sql: Option<SqlState>,
 }
 
 /// The API's routes, with JSON fallbacks for unknown paths (404) and methods (405) and the
@@ -66,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         // A static segment outranks a capture, so this wins over `/views/{name}/{key}`.
         .route("/views/{name}/changes", get(changes::changes))
         .route("/views/{name}/{key}", get(views::get_row))
+        .route("/sql", post(sql::post_sql))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))

@@ -3,10 +3,12 @@
 //!
 //! ```text
 //!  config ─► runtime: timely workers ─ sources ─► dataflows ─► publish ─► ServingStore
-//!                                                                     └─► http (axum), metrics
+//!                                                                     ├─► http (axum), metrics
+//!                                                                     └─► sql: POST /sql, postgres wire
 //! ```
 
 pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod runtime;
+pub mod sql;

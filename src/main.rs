@@ -41,6 +41,9 @@ enum Command {
         /// HTTP listen address (overrides the config).
         #[arg(long)]
         http: Option<String>,
+        /// Postgres wire-protocol listen address (overrides the config).
+        #[arg(long)]
+        pg: Option<String>,
         /// Keep serving after a finite source ends (until Ctrl-C).
         #[arg(long)]
         serve_after_end: bool,
@@ -50,6 +53,9 @@ enum Command {
         /// HTTP listen address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: String,
+        /// Postgres wire-protocol listen address.
+        #[arg(long, default_value = "127.0.0.1:6875")]
+        pg: String,
         /// Machines in the simulated fleet.
         #[arg(long, default_value_t = 60)]
         machines: usize,
@@ -170,6 +176,7 @@ fn main() -> anyhow::Result<()> {
             config,
             replay,
             http,
+            pg,
             serve_after_end,
         } => {
             let mut config = Config::load(config.as_deref(), std::env::vars())?;
@@ -179,10 +186,14 @@ fn main() -> anyhow::Result<()> {
             if let Some(addr) = http {
                 config.http_addr = addr;
             }
+            if let Some(addr) = pg {
+                config.sql.pg_addr = addr;
+            }
             serve(config, serve_after_end)
         }
         Command::Demo {
             http,
+            pg,
             machines,
             speed,
             seed,
@@ -192,7 +203,7 @@ fn main() -> anyhow::Result<()> {
                 .map_or(0, |d| d.as_millis() as u64);
             // Start the simulated day at 06:00 UTC so that the first shift is digging.
             let start_ms = now_ms - now_ms % 86_400_000 + 6 * 3_600_000;
-            let config = Config {
+            let mut config = Config {
                 http_addr: http,
                 source: SourceConfig::Simulator {
                     seed,
@@ -203,6 +214,7 @@ fn main() -> anyhow::Result<()> {
                 },
                 ..Config::default()
             };
+            config.sql.pg_addr = pg;
             serve(config, true)
         }
     }
@@ -268,10 +280,19 @@ fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
         .block_on(http::bind(&config.http_addr))
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
     let addr = listener.local_addr()?;
+    let sql = tokio
+        .block_on(wearflow::sql::start(
+            &config.sql,
+            &config.data_dir,
+            Arc::clone(&store),
+        ))
+        .context("cannot start the sql layer")?;
+    let pg_addr = sql.pg_addr;
     let state = AppState {
         store: Arc::clone(&store),
         metrics: Arc::clone(&metrics),
         ready: Arc::clone(&ready),
+        sql: Some(sql.state.clone()),
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio.spawn(http::serve(listener, state, async move {
@@ -288,6 +309,12 @@ fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
     println!("  a view:   http://{addr}/views/tooth_wear?limit=10");
     println!("  live:     http://{addr}/views/machine_health/changes");
     println!("  metrics:  http://{addr}/metrics");
+    println!("  sql:      POST http://{addr}/sql");
+    println!(
+        "  postgres: psql \"host={} port={} user=wearflow dbname=wearflow\"",
+        pg_addr.ip(),
+        pg_addr.port()
+    );
     // Ready once the first snapshot is published: before that every view is empty.
     let ready_store = Arc::clone(&store);
     let ready_flag = Arc::clone(&ready);
@@ -320,6 +347,7 @@ fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
     ready.store(false, Ordering::Relaxed);
     shutdown_tx.send(()).ok();
     tokio.block_on(server).ok();
+    tokio.block_on(sql.stop());
     Ok(())
 }
 

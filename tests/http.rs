@@ -129,6 +129,7 @@ impl Server {
             store: Arc::clone(&store),
             metrics: Arc::new(Metrics::new()),
             ready: Arc::clone(&ready),
+            sql: None,
         };
         let listener = http::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");

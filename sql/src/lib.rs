@@ -1,1 +1,32 @@
-//! placeholder
+//! SQL over the serving store: DataFusion tables over live views, the Postgres wire server
+//! and the engine `POST /sql` uses.
+//!
+//! ```text
+//!  psql / DBeaver / Grafana ─► pg (pgwire + datafusion-postgres) ─┐
+//!  POST /sql (root package) ──────────────────────────────────────┼─► SqlEngine
+//!                                                                  │    ├ parse (Postgres dialect), classify: query / view DDL / session / forbidden
+//!                                                                  │    ├ pin ONE snapshot per statement (PinnedSnapshot)
+//!                                                                  │    └ DataFusion: LiveViewTable per view ─► BatchCache ─► Snapshot
+//!                                                                  └─► ViewCatalog (named views, JSON file)
+//! ```
+//!
+//! Main types: [`SqlEngine`] (what a statement may do and how it runs), [`LiveViewTable`]
+//! (a view as a `TableProvider`), [`BatchCache`] (one Arrow batch per view change),
+//! [`ViewCatalog`] (named views on disk), [`pg::serve`] (the Postgres server).
+
+mod as_of;
+mod batch;
+mod catalog;
+mod engine;
+mod error;
+pub mod pg;
+mod table;
+
+pub use as_of::{AS_OF, AsOfFunction, as_of_value, pin_as_of};
+pub use batch::{BatchCache, TIME_ZONE, arrow_schema, arrow_type, view_batch};
+pub use catalog::{CATALOG_FILE, NamedView, ViewCatalog};
+pub use engine::{
+    CATALOG, Outcome, QueryResult, SCHEMA, SqlEngine, SqlEngineConfig, StatementKind, classify,
+};
+pub use error::Error;
+pub use table::{LiveViewTable, PinnedSnapshot, statement_snapshot};

@@ -48,8 +48,43 @@ pub(super) async fn list_views(State(state): State<AppState>) -> Response {
             })
         })
         .collect();
+    let mut views = views;
+    if let Some(sql) = &state.sql {
+        views.extend(named_views(&sql.engine).await);
+    }
     let body = json!({ "version": snapshot.version, "views": views });
     json_response(StatusCode::OK, snapshot.as_of, body)
+}
+
+/// Named SQL views: kind `query`, rows computed on read (so no row count), with their SQL.
+async fn named_views(engine: &wearflow_sql::SqlEngine) -> Vec<JsonValue> {
+    let mut out = Vec::new();
+    for view in engine.named_views() {
+        let columns: Vec<JsonValue> = match engine.named_view_schema(&view.name).await {
+            Some(schema) => schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    json!({
+                        "name": f.name(),
+                        "type": super::sql::type_name(f.data_type()),
+                        "nullable": f.is_nullable(),
+                    })
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        out.push(json!({
+            "name": view.name,
+            "kind": "query",
+            "key_columns": [],
+            "columns": columns,
+            "description": "named sql view, computed on read",
+            "sql": view.sql,
+            "rows": null,
+        }));
+    }
+    out
 }
 
 /// `GET /views/{name}`: rows in key order (append views: oldest first), one page at a time.
