@@ -361,16 +361,16 @@ impl Driver {
 /// The Kafka outputs of a run: one producer for changelogs, alerts and dead letters.
 struct KafkaOut {
     producer: Arc<Producer>,
-    /// Taken by the run, which stops it after the last publication.
-    views: Mutex<Option<ViewSink>>,
     dead_letters: Option<DeadLetters>,
 }
 
 impl KafkaOut {
+    /// Creates the output topics and the producer; returns the view sink apart, for the run
+    /// to stop after the last publication.
     fn start(
         config: &KafkaSinkConfig,
         store: &Arc<ServingStore>,
-    ) -> Result<KafkaOut, RuntimeError> {
+    ) -> Result<(KafkaOut, ViewSink), RuntimeError> {
         let kafka = |e: &dyn std::fmt::Display| RuntimeError::Kafka(e.to_string());
         let changelogs = ViewSink::topics(config, store);
         let compacted: Vec<&str> = changelogs
@@ -412,11 +412,13 @@ impl KafkaOut {
             .map_err(|e| kafka(&e))?;
         let dead_letters = (!config.dead_letter_prefix.is_empty())
             .then(|| DeadLetters::new(Arc::clone(&producer), &config.dead_letter_prefix));
-        Ok(KafkaOut {
-            producer,
-            views: Mutex::new(Some(views)),
-            dead_letters,
-        })
+        Ok((
+            KafkaOut {
+                producer,
+                dead_letters,
+            },
+            views,
+        ))
     }
 }
 
@@ -532,13 +534,13 @@ pub fn run(
     });
     let config = config.clone();
     let result_shared = Arc::clone(&shared);
-    let kafka_out = match &config.kafka_sink {
-        Some(sink) => Some(Arc::new(KafkaOut::start(sink, &store)?)),
-        None => None,
+    let (kafka_out, view_sink) = match &config.kafka_sink {
+        Some(sink) => {
+            let (out, views) = KafkaOut::start(sink, &store)?;
+            (Some(Arc::new(out)), Some(views))
+        }
+        None => (None, None),
     };
-    let view_sink = kafka_out
-        .as_ref()
-        .and_then(|k| k.views.lock().ok().and_then(|mut v| v.take()));
     let worker_kafka_out = kafka_out.clone();
     let guards = timely::execute(timely::Config::process(config.workers), move |worker| {
         let index = worker.index();

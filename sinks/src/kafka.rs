@@ -31,7 +31,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use tokio::sync::broadcast::error::TryRecvError;
-use wearflow_operators::{ErrorRecord, ViewKind};
+use wearflow_operators::{ErrorRecord, Row, ViewKind};
 
 use crate::json::{key_to_json, row_to_json};
 use crate::store::{ChangeOp, ServingStore, Snapshot, ViewData};
@@ -522,8 +522,8 @@ impl SnapshotWriter {
         }
     }
 
-    fn row_value(view: &ViewData, row: &[wearflow_operators::Value], as_of: u64) -> Json {
-        let mut value = row_to_json(&view.schema, &row.to_vec());
+    fn row_value(view: &ViewData, row: &Row, as_of: u64) -> Json {
+        let mut value = row_to_json(&view.schema, row);
         if let Json::Object(map) = &mut value {
             map.insert("as_of".into(), Json::from(as_of));
         }
