@@ -298,10 +298,14 @@ fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
     let server = tokio.spawn(http::serve(listener, state, async move {
         shutdown_rx.await.ok();
     }));
-    let ctrl_c_stop = Arc::clone(&stop);
+    // SIGINT (Ctrl-C) or SIGTERM (Kubernetes, docker stop): not ready any more, the sources
+    // stop, the dataflow drains, sinks flush, and the process exits 0.
+    let signal_stop = Arc::clone(&stop);
+    let signal_ready = Arc::clone(&ready);
     tokio.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            ctrl_c_stop.store(true, Ordering::Relaxed);
+        if stop_signal().await {
+            signal_ready.store(false, Ordering::Relaxed);
+            signal_stop.store(true, Ordering::Relaxed);
         }
     });
     println!("wearflow is serving on http://{addr}");
@@ -318,11 +322,14 @@ fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
     // Ready once the first snapshot is published: before that every view is empty.
     let ready_store = Arc::clone(&store);
     let ready_flag = Arc::clone(&ready);
+    let ready_stop = Arc::clone(&stop);
     tokio.spawn(async move {
         while ready_store.snapshot().version == 0 {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        ready_flag.store(true, Ordering::Relaxed);
+        if !ready_stop.load(Ordering::Relaxed) {
+            ready_flag.store(true, Ordering::Relaxed);
+        }
     });
     let engine_store = Arc::clone(&store);
     let engine_stop = Arc::clone(&stop);
@@ -349,6 +356,19 @@ fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
     tokio.block_on(server).ok();
     tokio.block_on(sql.stop());
     Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM; false if no signal handler could be installed.
+async fn stop_signal() -> bool {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(terminate) => terminate,
+            Err(_) => return tokio::signal::ctrl_c().await.is_ok(),
+        };
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted.is_ok(),
+        terminated = terminate.recv() => terminated.is_some(),
+    }
 }
 
 #[cfg(test)]
