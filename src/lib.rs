@@ -5,8 +5,10 @@
 //!  config ─► runtime: timely workers ─ sources ─► dataflows ─► publish ─► ServingStore
 //!                                                                     ├─► http (axum), metrics
 //!                                                                     └─► sql: POST /sql, postgres wire
+//!  raw events, view snapshots ─► archive (Parquet) ─► sql history tables
 //! ```
 
+pub mod archive;
 pub mod config;
 pub mod http;
 pub mod metrics;

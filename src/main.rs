@@ -285,6 +285,7 @@ fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
             &config.sql,
             &config.data_dir,
             Arc::clone(&store),
+            wearflow::archive::history(&config, &store),
         ))
         .context("cannot start the sql layer")?;
     let pg_addr = sql.pg_addr;

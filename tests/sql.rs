@@ -107,7 +107,7 @@ impl Server {
             http_row_limit: 10,
             ..SqlConfig::default()
         };
-        let sql = wearflow::sql::start(&config, data_dir, Arc::clone(&store))
+        let sql = wearflow::sql::start(&config, data_dir, Arc::clone(&store), None)
             .await
             .expect("sql layer starts");
         let state = AppState {
