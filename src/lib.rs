@@ -11,6 +11,7 @@
 pub mod archive;
 pub mod config;
 pub mod http;
+pub mod introspection;
 pub mod metrics;
 pub mod runtime;
 pub mod sql;

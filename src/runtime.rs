@@ -32,6 +32,7 @@ use wearflow_sources::{
 };
 
 use crate::config::{Config, SourceConfig};
+use crate::introspection::DataflowLog;
 use crate::metrics::Metrics;
 
 /// What a finished run reports.
@@ -514,6 +515,18 @@ pub fn run(
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary, RuntimeError> {
+    run_with_log(config, store, metrics, stop, None)
+}
+
+/// [`run`], with every worker's operators and arrangement sizes recorded in `log` (for
+/// `GET /dataflows`).
+pub fn run_with_log(
+    config: &Config,
+    store: Arc<ServingStore>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    log: Option<Arc<DataflowLog>>,
+) -> Result<RunSummary, RuntimeError> {
     std::fs::create_dir_all(&config.data_dir).ok();
     let drivers = Driver::open_all(config)?;
     let readers = drivers.iter().filter(|d| d.is_some()).count();
@@ -551,6 +564,9 @@ pub fn run(
     };
     let worker_kafka_out = kafka_out.clone();
     let guards = timely::execute(timely::Config::process(config.workers), move |worker| {
+        if let Some(log) = &log {
+            log.register(worker);
+        }
         let index = worker.index();
         let kafka_out = worker_kafka_out.clone();
         let archive_input = archive_input.clone();

@@ -103,6 +103,7 @@ async fn psycopg_and_duckdb_agree_with_wearflow() {
         metrics: Arc::clone(&metrics),
         ready: Arc::new(AtomicBool::new(true)),
         sql: Some(sql.state.clone()),
+        dataflows: None,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(listener, state, async move {

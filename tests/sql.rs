@@ -115,6 +115,7 @@ impl Server {
             metrics: Arc::new(Metrics::new()),
             ready: Arc::new(AtomicBool::new(true)),
             sql: Some(sql.state.clone()),
+            dataflows: None,
         };
         let listener = http::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::ArrayRef;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use wearflow_operators::{Value, ViewSchema};
+use wearflow_operators::{Row, Value, ViewSchema};
 use wearflow_sinks::ViewData;
 pub use wearflow_sinks::arrow_rows::{TIME_ZONE, arrow_type};
 use wearflow_sinks::arrow_rows::{column_array, columns_schema};
@@ -24,23 +24,31 @@ pub fn arrow_schema(schema: &ViewSchema) -> SchemaRef {
 /// oldest first). A value whose type does not match its column becomes NULL; in a
 /// non-nullable column that is an internal error.
 pub fn view_batch(schema: SchemaRef, view: &ViewData) -> Result<RecordBatch, Error> {
-    let rows = view.len();
+    let rows: Vec<&Row> = view.iter().collect();
+    rows_batch(schema, &view.schema, &rows)
+}
+
+/// Builds one batch of some rows of a view, in the given order.
+pub fn rows_batch(
+    schema: SchemaRef,
+    view: &ViewSchema,
+    rows: &[&Row],
+) -> Result<RecordBatch, Error> {
     let columns: Vec<ArrayRef> = view
-        .schema
         .columns
         .iter()
         .enumerate()
         .map(|(index, column)| {
-            let cells = view
+            let cells = rows
                 .iter()
                 .map(move |row| row.get(index).unwrap_or(&Value::Null));
-            column_array(column.ty, rows, cells)
+            column_array(column.ty, rows.len(), cells)
         })
         .collect();
     RecordBatch::try_new(schema, columns).map_err(|e| {
         Error::Internal(format!(
             "view {} does not fit its arrow schema: {e}",
-            view.schema.name
+            view.name
         ))
     })
 }

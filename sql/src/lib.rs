@@ -26,7 +26,7 @@ pub mod pg;
 mod table;
 
 pub use as_of::{AS_OF, AsOfFunction, as_of_value, pin_as_of};
-pub use batch::{BatchCache, TIME_ZONE, arrow_schema, arrow_type, view_batch};
+pub use batch::{BatchCache, TIME_ZONE, arrow_schema, arrow_type, rows_batch, view_batch};
 pub use catalog::{CATALOG_FILE, NamedView, ViewCatalog};
 pub use engine::{
     CATALOG, HistoryConfig, Outcome, QueryResult, SCHEMA, SqlEngine, SqlEngineConfig,
