@@ -569,6 +569,7 @@ impl Writer {
     fn open(&mut self, index: usize, key: &PartitionKey) -> Result<OpenFile, Error> {
         let state = &self.tables[index];
         let dir = key.dir(&state.table.dir(&self.root));
+        let schema = Arc::clone(&state.schema);
         let io = |path: &Path| {
             let path = path.display().to_string();
             move |source| Error::Io { path, source }
@@ -579,11 +580,7 @@ impl Writer {
         let temporary = dir.join(format!(".{stem}.parquet.tmp"));
         let path = dir.join(format!("{stem}.parquet"));
         let file = File::create(&temporary).map_err(io(&temporary))?;
-        let writer = ArrowWriter::try_new(
-            file,
-            Arc::clone(&state.schema),
-            Some(self.properties.clone()),
-        )
+        let writer = ArrowWriter::try_new(file, schema, Some(self.properties.clone()))
         .map_err(|e| Error::Parquet {
             path: temporary.display().to_string(),
             message: e.to_string(),
@@ -637,7 +634,8 @@ impl Writer {
             let TableSource::View(view) = &self.tables[index].table.source else {
                 continue;
             };
-            let Some(data) = snapshot.view(view) else {
+            let view = view.clone();
+            let Some(data) = snapshot.view(&view) else {
                 continue;
             };
             let key = PartitionKey::of(as_of, self.tables[index].table.partitioning);
