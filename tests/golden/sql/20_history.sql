@@ -11,10 +11,10 @@ WHERE ts >= '2026-01-01T10:00:00Z' AND ts < '2026-01-01T13:00:00Z'
 GROUP BY date, hour
 ORDER BY date, hour;
 
-SELECT count(*) AS readings FROM telemetry_history WHERE date = '2026-01-02' AND hour = 3;
+SELECT count(*) AS readings FROM telemetry_history WHERE date = '2026-01-01' AND hour = 15;
 
 SELECT count(*) AS readings FROM telemetry_history
-WHERE ts BETWEEN '2026-01-02T03:00:00Z' AND '2026-01-02T03:59:59.999Z';
+WHERE ts BETWEEN '2026-01-01T15:00:00Z' AND '2026-01-01T15:59:59.999Z';
 
 SELECT kind, status, count(*) AS events FROM orders_history GROUP BY kind, status ORDER BY kind, status;
 
