@@ -332,7 +332,10 @@ mod tests {
         let config = Config::load(Some(&path), []).expect("valid config");
         assert_eq!(config.archive.roll_bytes, 1000);
         assert_eq!(config.archive.views, vec!["tooth_wear".to_string()]);
-        assert_eq!(config.archive.dir_in(Path::new("x")), PathBuf::from("/tmp/a"));
+        assert_eq!(
+            config.archive.dir_in(Path::new("x")),
+            PathBuf::from("/tmp/a")
+        );
         assert_eq!(config.archive.roll_interval_ms, 60_000);
         std::fs::write(&path, "[archive]\nroll_byte = 1\n").expect("write");
         assert!(Config::load(Some(&path), []).is_err(), "typos fail");

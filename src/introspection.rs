@@ -28,7 +28,6 @@ pub struct ArrangementSize {
 struct Operator {
     name: String,
     workers: usize,
-    arrangement: Option<ArrangementSize>,
 }
 
 #[derive(Debug, Default)]
@@ -36,7 +35,25 @@ struct State {
     operators: BTreeMap<Vec<usize>, Operator>,
     /// (worker, worker-local operator id) → address.
     addresses: HashMap<(usize, usize), Vec<usize>>,
+    /// By (worker, operator id): the two logs flush independently, so an arrangement's
+    /// events may come before its operator's; they are joined when read.
+    arrangements: HashMap<(usize, usize), ArrangementSize>,
     workers: usize,
+}
+
+impl State {
+    /// Arrangement sizes by operator address, summed over workers.
+    fn sizes(&self) -> BTreeMap<Vec<usize>, ArrangementSize> {
+        let mut out: BTreeMap<Vec<usize>, ArrangementSize> = BTreeMap::new();
+        for (id, size) in &self.arrangements {
+            if let Some(address) = self.addresses.get(id) {
+                let total = out.entry(address.clone()).or_default();
+                total.records += size.records;
+                total.batches += size.batches;
+            }
+        }
+        out
+    }
 }
 
 /// The operators and arrangements of the running dataflow, shared by the workers (writers)
@@ -86,37 +103,32 @@ impl DataflowLog {
             }
         });
         let log = std::sync::Arc::clone(self);
-        registry.insert::<DifferentialEventBuilder, _>("differential/arrange", move |_time, data| {
-            let Some(events) = data else { return };
-            let mut state = log.lock();
-            for (_, event) in events.iter() {
-                let (operator, records, batches) = match event {
-                    DifferentialEvent::Batch(b) => (b.operator, b.length as i64, 1),
-                    DifferentialEvent::Merge(m) => match m.complete {
-                        // Two batches became one.
-                        Some(merged) => (
-                            m.operator,
-                            merged as i64 - m.length1 as i64 - m.length2 as i64,
-                            -1,
-                        ),
-                        None => continue,
-                    },
-                    DifferentialEvent::Drop(d) => (d.operator, -(d.length as i64), -1),
-                    _ => continue,
-                };
-                let Some(address) = state.addresses.get(&(index, operator)).cloned() else {
-                    continue;
-                };
-                let size = state
-                    .operators
-                    .entry(address)
-                    .or_default()
-                    .arrangement
-                    .get_or_insert_with(ArrangementSize::default);
-                size.records += records;
-                size.batches += batches;
-            }
-        });
+        registry.insert::<DifferentialEventBuilder, _>(
+            "differential/arrange",
+            move |_time, data| {
+                let Some(events) = data else { return };
+                let mut state = log.lock();
+                for (_, event) in events.iter() {
+                    let (operator, records, batches) = match event {
+                        DifferentialEvent::Batch(b) => (b.operator, b.length as i64, 1),
+                        DifferentialEvent::Merge(m) => match m.complete {
+                            // Two batches became one.
+                            Some(merged) => (
+                                m.operator,
+                                merged as i64 - m.length1 as i64 - m.length2 as i64,
+                                -1,
+                            ),
+                            None => continue,
+                        },
+                        DifferentialEvent::Drop(d) => (d.operator, -(d.length as i64), -1),
+                        _ => continue,
+                    };
+                    let size = state.arrangements.entry((index, operator)).or_default();
+                    size.records += records;
+                    size.batches += batches;
+                }
+            },
+        );
     }
 
     /// The size of each arrangement, by operator name (summed over workers and operators of
@@ -124,12 +136,14 @@ impl DataflowLog {
     pub fn arrangements(&self) -> BTreeMap<String, ArrangementSize> {
         let state = self.lock();
         let mut out: BTreeMap<String, ArrangementSize> = BTreeMap::new();
-        for op in state.operators.values() {
-            if let Some(size) = op.arrangement {
-                let total = out.entry(op.name.clone()).or_default();
-                total.records += size.records;
-                total.batches += size.batches;
-            }
+        for (address, size) in state.sizes() {
+            let name = state
+                .operators
+                .get(&address)
+                .map_or_else(String::new, |op| op.name.clone());
+            let total = out.entry(name).or_default();
+            total.records += size.records;
+            total.batches += size.batches;
         }
         out
     }
@@ -138,6 +152,7 @@ impl DataflowLog {
     /// "arrangements": {"count", "records", "batches"}}`, operators in address order.
     pub fn to_json(&self) -> Json {
         let state = self.lock();
+        let sizes = state.sizes();
         let mut count = 0;
         let mut records = 0;
         let mut batches = 0;
@@ -151,11 +166,12 @@ impl DataflowLog {
                     "name": op.name,
                     "workers": op.workers,
                 });
-                if let Some(size) = op.arrangement {
+                if let Some(size) = sizes.get(address) {
                     count += 1;
                     records += size.records;
                     batches += size.batches;
-                    entry["arrangement"] = json!({"records": size.records, "batches": size.batches});
+                    entry["arrangement"] =
+                        json!({"records": size.records, "batches": size.batches});
                 }
                 entry
             })
@@ -178,12 +194,14 @@ mod tests {
     fn operators_and_arrangement_sizes_are_recorded() {
         let log = Arc::new(DataflowLog::new());
         let worker_log = Arc::clone(&log);
-        let sizes = timely::execute_directly(move |worker| {
+        // `execute` (unlike `execute_directly`) gives workers a log registry, as the runtime's.
+        let guards = timely::execute(timely::Config::thread(), move |worker| {
             worker_log.register(worker);
-            let mut input = worker.dataflow::<u64, _, _>(|scope| {
+            let (mut input, _trace) = worker.dataflow::<u64, _, _>(|scope| {
                 let (input, numbers) = scope.new_collection::<u64, isize>();
-                let _ = numbers.arrange_by_self_named("numbers by value");
-                input
+                // A held trace keeps the arrangement's batches (and its readers) alive.
+                let trace = numbers.arrange_by_self_named("numbers by value").trace;
+                (input, trace)
             });
             for n in 0..100u64 {
                 input.update_at(n, 0, 1);
@@ -194,7 +212,13 @@ mod tests {
                 worker.step();
             }
             worker_log.arrangements()
-        });
+        })
+        .expect("timely runs");
+        let sizes = guards
+            .join()
+            .pop()
+            .expect("one worker")
+            .expect("the worker finishes");
         let size = sizes.get("numbers by value").copied().unwrap_or_default();
         assert_eq!(size.records, 100, "{sizes:?}");
         assert!(size.batches >= 1, "{sizes:?}");

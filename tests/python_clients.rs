@@ -125,7 +125,11 @@ async fn psycopg_and_duckdb_agree_with_wearflow() {
                 .send()
                 .await
                 .expect("POST /sql");
-            assert!(response.status().is_success(), "{sql}: {}", response.status());
+            assert!(
+                response.status().is_success(),
+                "{sql}: {}",
+                response.status()
+            );
             response.json::<Json>().await.expect("JSON answer")
         }
     };
@@ -147,7 +151,10 @@ async fn psycopg_and_duckdb_agree_with_wearflow() {
         .filter_map(|o| o["name"].as_str())
         .collect();
     assert!(names.contains(&"publish"), "{names:?}");
-    assert!(graph["arrangements"]["count"].as_i64().unwrap_or(0) > 5, "{graph}");
+    assert!(
+        graph["arrangements"]["count"].as_i64().unwrap_or(0) > 5,
+        "{graph}"
+    );
     assert_eq!(graph["workers"], 2);
 
     // psycopg: its answers equal the ones over HTTP.

@@ -96,7 +96,10 @@ fn statements(text: &str) -> Vec<(Vec<String>, String)> {
             out.push((std::mem::take(&mut comments), std::mem::take(&mut sql)));
         }
     }
-    assert!(sql.trim().is_empty(), "statement without a final `;`: {sql}");
+    assert!(
+        sql.trim().is_empty(),
+        "statement without a final `;`: {sql}"
+    );
     out
 }
 

@@ -277,8 +277,8 @@ async fn archive_comparison(rows: usize, dir: &Path) -> anyhow::Result<Json> {
         bail!("duckdb found {} groups, wearflow {groups}", duck["groups"]);
     }
     let ours = summary(ours);
-    let ratio = ours["p50_ms"].as_f64().unwrap_or(f64::NAN)
-        / duck["p50_ms"].as_f64().unwrap_or(f64::NAN);
+    let ratio =
+        ours["p50_ms"].as_f64().unwrap_or(f64::NAN) / duck["p50_ms"].as_f64().unwrap_or(f64::NAN);
     Ok(json!({
         "rows": rows,
         "write_seconds": write_seconds,

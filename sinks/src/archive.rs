@@ -84,9 +84,7 @@ impl Default for ArchiveConfig {
 impl ArchiveConfig {
     /// The archive directory for this data directory.
     pub fn dir_in(&self, data_dir: &Path) -> PathBuf {
-        self.dir
-            .clone()
-            .unwrap_or_else(|| data_dir.join("archive"))
+        self.dir.clone().unwrap_or_else(|| data_dir.join("archive"))
     }
 
     /// The snapshot tables of the configured views among `schemas`, in registry order.
@@ -580,11 +578,13 @@ impl Writer {
         let temporary = dir.join(format!(".{stem}.parquet.tmp"));
         let path = dir.join(format!("{stem}.parquet"));
         let file = File::create(&temporary).map_err(io(&temporary))?;
-        let writer = ArrowWriter::try_new(file, schema, Some(self.properties.clone()))
-        .map_err(|e| Error::Parquet {
-            path: temporary.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let writer =
+            ArrowWriter::try_new(file, schema, Some(self.properties.clone())).map_err(|e| {
+                Error::Parquet {
+                    path: temporary.display().to_string(),
+                    message: e.to_string(),
+                }
+            })?;
         Ok(OpenFile {
             writer,
             temporary,
@@ -754,7 +754,9 @@ mod tests {
             ..ArchiveConfig::default()
         };
         // A temporary file left by a crash is gone after the start.
-        let stale = dir.path().join("telemetry/date=2026-01-01/.part-1-000001.parquet.tmp");
+        let stale = dir
+            .path()
+            .join("telemetry/date=2026-01-01/.part-1-000001.parquet.tmp");
         std::fs::create_dir_all(stale.parent().expect("parent")).expect("mkdir");
         std::fs::write(&stale, b"half").expect("write");
         let archive = Archive::start(
@@ -767,7 +769,8 @@ mod tests {
         .expect("archive starts");
         assert!(!stale.exists(), "temporary files of a crash are removed");
         let input = archive.input();
-        let row = |id: &str, ms: i64, mm: f64| vec![Value::str(id), Value::Int(ms), Value::Float(mm)];
+        let row =
+            |id: &str, ms: i64, mm: f64| vec![Value::str(id), Value::Int(ms), Value::Float(mm)];
         input.append(
             0,
             vec![
@@ -780,18 +783,30 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         let before = files(dir.path());
         assert!(
-            before.iter().all(|f| f.contains("/.part-") && f.ends_with(".tmp")),
+            before
+                .iter()
+                .all(|f| f.contains("/.part-") && f.ends_with(".tmp")),
             "{before:?}"
         );
         archive.flush();
         let after = files(dir.path());
         assert_eq!(after.len(), 2, "{after:?}");
-        assert!(after[0].starts_with("telemetry/date=2026-01-01/hour=5/part-"), "{after:?}");
-        assert!(after[1].starts_with("telemetry/date=2026-01-02/hour=13/part-"), "{after:?}");
+        assert!(
+            after[0].starts_with("telemetry/date=2026-01-01/hour=5/part-"),
+            "{after:?}"
+        );
+        assert!(
+            after[1].starts_with("telemetry/date=2026-01-02/hour=13/part-"),
+            "{after:?}"
+        );
         assert!(after.iter().all(|f| f.ends_with(".parquet")));
         let written = written.lock().expect("lock").clone();
         assert_eq!(written.iter().map(|f| f.rows).sum::<u64>(), 3);
-        assert!(written.iter().all(|f| f.table == "telemetry" && f.bytes > 0));
+        assert!(
+            written
+                .iter()
+                .all(|f| f.table == "telemetry" && f.bytes > 0)
+        );
         // The files are valid Parquet with the declared schema.
         let path = dir.path().join(&after[0]);
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
@@ -869,10 +884,7 @@ mod tests {
         .expect("footer")
         .build()
         .expect("reader");
-        let batch = reader
-            .map(|b| b.expect("batch"))
-            .next()
-            .expect("one batch");
+        let batch = reader.map(|b| b.expect("batch")).next().expect("one batch");
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(batch.schema().field(0).name(), AS_OF_COLUMN);
         archive.close();

@@ -13,7 +13,13 @@ use wearflow_operators::{Column, ColumnType, Row, Value};
 use crate::event::{Event, Order, Stock, StockReason, StreamKind, Telemetry, WorkReason};
 
 /// The metrics of DOMAIN.md that have a column of their own in `telemetry_history`.
-pub const KNOWN_METRICS: [&str; 5] = ["remaining_mm", "load_kn", "impact_g", "temp_c", "dig_cycles"];
+pub const KNOWN_METRICS: [&str; 5] = [
+    "remaining_mm",
+    "load_kn",
+    "impact_g",
+    "temp_c",
+    "dig_cycles",
+];
 
 /// The archive's name for a stream's timestamp column.
 pub const TIME_COLUMN: &str = "ts";

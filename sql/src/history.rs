@@ -46,10 +46,16 @@ impl HistoryTable {
     /// The table over `dir` (created if missing) holding files of `table`.
     pub fn new(dir: &std::path::Path, table: &ArchiveTable) -> Result<HistoryTable, Error> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            Error::Internal(format!("cannot create archive directory {}: {e}", dir.display()))
+            Error::Internal(format!(
+                "cannot create archive directory {}: {e}",
+                dir.display()
+            ))
         })?;
         let dir = dir.canonicalize().map_err(|e| {
-            Error::Internal(format!("cannot resolve archive directory {}: {e}", dir.display()))
+            Error::Internal(format!(
+                "cannot resolve archive directory {}: {e}",
+                dir.display()
+            ))
         })?;
         // A trailing separator makes the URL a directory (a prefix to list).
         let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
@@ -154,12 +160,10 @@ fn collect_bounds(expr: &Expr, column: &str, range: &mut TimeRange) {
             }
             let (op, value) = match (left.as_ref(), right.as_ref()) {
                 (Expr::Column(c), Expr::Literal(v, _)) if c.name == column => (*op, v),
-                (Expr::Literal(v, _), Expr::Column(c)) if c.name == column => {
-                    match op.swap() {
-                        Some(op) => (op, v),
-                        None => return,
-                    }
-                }
+                (Expr::Literal(v, _), Expr::Column(c)) if c.name == column => match op.swap() {
+                    Some(op) => (op, v),
+                    None => return,
+                },
                 _ => return,
             };
             let Some((floor, ceil)) = literal_ms(value) else {
@@ -203,7 +207,10 @@ fn literal_ms(value: &ScalarValue) -> Option<(i64, i64)> {
         ScalarValue::TimestampNanosecond(Some(v), _) => (*v, 1_000_000),
         _ => return None,
     };
-    Some((value.div_euclid(per_ms), (value + per_ms - 1).div_euclid(per_ms)))
+    Some((
+        value.div_euclid(per_ms),
+        (value + per_ms - 1).div_euclid(per_ms),
+    ))
 }
 
 /// Predicates on the partition columns that keep every partition `range` touches.
@@ -252,7 +259,10 @@ mod tests {
     use super::*;
 
     fn ts(ms: i64) -> Expr {
-        lit(ScalarValue::TimestampMillisecond(Some(ms), Some("UTC".into())))
+        lit(ScalarValue::TimestampMillisecond(
+            Some(ms),
+            Some("UTC".into()),
+        ))
     }
 
     #[test]

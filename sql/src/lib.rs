@@ -32,6 +32,6 @@ pub use engine::{
     CATALOG, HistoryConfig, Outcome, QueryResult, SCHEMA, SqlEngine, SqlEngineConfig,
     StatementKind, classify,
 };
-pub use history::{HistoryTable, TimeRange, time_range};
 pub use error::Error;
+pub use history::{HistoryTable, TimeRange, time_range};
 pub use table::{LiveViewTable, PinnedSnapshot, statement_snapshot};

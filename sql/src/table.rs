@@ -7,14 +7,14 @@
 
 use std::sync::Arc;
 
+use arrow::datatypes::DataType;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
-use arrow::datatypes::DataType;
-use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
 };
@@ -111,7 +111,8 @@ impl TableProvider for LiveViewTable {
         let batch = match snapshot.view(&self.name) {
             Some(view) => match point_key(view, filters, &self.schema) {
                 Some(key) => {
-                    let rows: Vec<&wearflow_operators::Row> = view.rows.get(&key).into_iter().collect();
+                    let rows: Vec<&wearflow_operators::Row> =
+                        view.rows.get(&key).into_iter().collect();
                     rows_batch(Arc::clone(&self.schema), &view.schema, &rows).map_err(external)?
                 }
                 None => self
@@ -147,9 +148,9 @@ fn key_equality(filter: &Expr, schema: &SchemaRef) -> Option<(usize, Value)> {
     };
     let index = schema.index_of(&column.name).ok()?;
     let value = match literal {
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
-            Value::Str(s.clone())
-        }
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Value::Str(s.clone()),
         ScalarValue::Int64(Some(i)) => Value::Int(*i),
         ScalarValue::TimestampMillisecond(Some(i), _) => Value::Int(*i),
         ScalarValue::Boolean(Some(b)) => Value::Bool(*b),

@@ -353,7 +353,13 @@ async fn a_key_equality_is_a_point_read() {
     let store = populated();
     let engine = engine(&store).await;
     let builds = engine.cache().builds();
-    let one = concat(&rows(&engine, "SELECT tooth_id, machine_id FROM tooth_wear WHERE tooth_id = 't2'").await);
+    let one = concat(
+        &rows(
+            &engine,
+            "SELECT tooth_id, machine_id FROM tooth_wear WHERE tooth_id = 't2'",
+        )
+        .await,
+    );
     assert_eq!(strings(&one, 1), vec!["ex1"]);
     let none = rows(&engine, "SELECT * FROM tooth_wear WHERE 't9' = tooth_id").await;
     assert_eq!(none.rows(), 0);
@@ -364,7 +370,11 @@ async fn a_key_equality_is_a_point_read() {
     )
     .await;
     assert_eq!(filtered.rows(), 0);
-    assert_eq!(engine.cache().builds(), builds, "no whole-view batch was built");
+    assert_eq!(
+        engine.cache().builds(),
+        builds,
+        "no whole-view batch was built"
+    );
     // A range is not a point read, and sees every row.
     let range = rows(&engine, "SELECT * FROM tooth_wear WHERE tooth_id >= 't2'").await;
     assert_eq!(range.rows(), 2);

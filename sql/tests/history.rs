@@ -63,7 +63,11 @@ async fn rows(engine: &SqlEngine, sql: &str) -> QueryResult {
 }
 
 fn first_int(result: &QueryResult) -> i64 {
-    let batch = result.batches.iter().find(|b| b.num_rows() > 0).expect("a row");
+    let batch = result
+        .batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .expect("a row");
     batch
         .column(0)
         .as_any()
@@ -183,7 +187,10 @@ async fn history_tables_read_the_archive_and_prune_by_time() {
         .await,
     );
     assert_eq!(open_ended.matches(".parquet").count(), 1, "{open_ended}");
-    assert!(open_ended.contains("date=2026-01-02/hour=13/"), "{open_ended}");
+    assert!(
+        open_ended.contains("date=2026-01-02/hour=13/"),
+        "{open_ended}"
+    );
 
     // Live and history in one statement: each tooth's first archived reading beside its
     // live value.
@@ -241,7 +248,10 @@ async fn history_tables_are_read_only_and_not_replaceable() {
         .expect_err("a history table cannot be dropped");
     assert_eq!(drop.sqlstate(), "42501", "{drop}");
     let insert = engine
-        .execute("INSERT INTO telemetry_history VALUES ('x', now(), 1.0)", None)
+        .execute(
+            "INSERT INTO telemetry_history VALUES ('x', now(), 1.0)",
+            None,
+        )
         .await
         .expect_err("history is read-only");
     assert_eq!(insert.sqlstate(), "42501", "{insert}");
