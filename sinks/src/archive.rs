@@ -343,10 +343,11 @@ fn remove_temporary_files(dir: &Path) {
         let name = name.to_string_lossy();
         if path.is_dir() {
             remove_temporary_files(&path);
-        } else if name.starts_with(".part-") && name.ends_with(".tmp") {
-            if let Err(error) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), %error, "cannot remove a temporary archive file");
-            }
+        } else if name.starts_with(".part-")
+            && name.ends_with(".tmp")
+            && let Err(error) = std::fs::remove_file(&path)
+        {
+            tracing::warn!(path = %path.display(), %error, "cannot remove a temporary archive file");
         }
     }
 }
