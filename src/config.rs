@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use wearflow_dataflows::DataflowConfig;
+use wearflow_sinks::archive::ArchiveConfig;
 use wearflow_sinks::kafka::KafkaSinkConfig;
 use wearflow_sources::KafkaSourceConfig;
 
@@ -27,6 +28,8 @@ pub struct Config {
     pub kafka_sink: Option<KafkaSinkConfig>,
     /// The SQL layer: Postgres listener and limits.
     pub sql: SqlConfig,
+    /// The Parquet archive of raw events and view snapshots (the SQL history tables).
+    pub archive: ArchiveConfig,
 }
 
 impl Default for Config {
@@ -40,6 +43,7 @@ impl Default for Config {
             dataflow: DataflowConfig::default(),
             kafka_sink: None,
             sql: SqlConfig::default(),
+            archive: ArchiveConfig::default(),
         }
     }
 }
@@ -308,6 +312,33 @@ mod tests {
         let config = Config::load(Some(&path), []).expect("deploy/local/kafka.toml is valid");
         assert!(matches!(config.source, SourceConfig::Kafka(_)));
         assert!(config.kafka_sink.is_some());
+    }
+
+    #[test]
+    fn archive_section() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("wearflow.toml");
+        let config = Config::load(None, []).expect("defaults");
+        assert!(config.archive.enabled, "the archive is on by default");
+        assert_eq!(
+            config.archive.dir_in(&config.data_dir),
+            PathBuf::from("data/archive")
+        );
+        std::fs::write(
+            &path,
+            "[archive]\nroll_bytes = 1000\nviews = [\"tooth_wear\"]\ndir = \"/tmp/a\"\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&path), []).expect("valid config");
+        assert_eq!(config.archive.roll_bytes, 1000);
+        assert_eq!(config.archive.views, vec!["tooth_wear".to_string()]);
+        assert_eq!(
+            config.archive.dir_in(Path::new("x")),
+            PathBuf::from("/tmp/a")
+        );
+        assert_eq!(config.archive.roll_interval_ms, 60_000);
+        std::fs::write(&path, "[archive]\nroll_byte = 1\n").expect("write");
+        assert!(Config::load(Some(&path), []).is_err(), "typos fail");
     }
 
     #[test]

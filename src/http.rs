@@ -6,6 +6,7 @@
 //!  GET /views/{name}/changes        server-sent events: a snapshot, then every change
 //!  GET /views/{name}/{key}          one row by key (multi-column keys joined by `,`)
 //!  POST /sql                        one SQL statement: JSON, CSV or Arrow IPC (see `sql`)
+//!  GET /dataflows                   the running dataflow: operators, arrangement sizes
 //!  GET /health  GET /ready  GET /metrics
 //! ```
 //!
@@ -39,6 +40,7 @@ use tokio::sync::watch;
 use wearflow_operators::Time;
 use wearflow_sinks::ServingStore;
 
+use crate::introspection::DataflowLog;
 use crate::metrics::Metrics;
 
 /// The response header carrying the answering snapshot's `as_of` (epoch milliseconds).
@@ -58,6 +60,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// The SQL engine behind `POST /sql` and the named views of `GET /views` (none: no SQL).
     pub sql: Option<SqlState>,
+    /// The operators and arrangements of the running dataflow (none: `GET /dataflows` is 404).
+    pub dataflows: Option<Arc<DataflowLog>>,
 }
 
 /// The API's routes, with JSON fallbacks for unknown paths (404) and methods (405) and the
@@ -73,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/views/{name}/changes", get(changes::changes))
         .route("/views/{name}/{key}", get(views::get_row))
         .route("/sql", post(sql::post_sql))
+        .route("/dataflows", get(dataflows))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -215,6 +220,21 @@ fn method_label(method: &Method) -> &'static str {
         Method::PATCH => "PATCH",
         Method::OPTIONS => "OPTIONS",
         _ => "OTHER",
+    }
+}
+
+/// `GET /dataflows`: the operators of the running dataflow and the size of each arrangement.
+async fn dataflows(State(state): State<AppState>) -> Response {
+    let as_of = state.store.snapshot().as_of;
+    match &state.dataflows {
+        Some(log) => json_response(StatusCode::OK, as_of, log.to_json()),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server runs no dataflow",
+            as_of,
+        )
+        .into_response(),
     }
 }
 

@@ -5,10 +5,13 @@
 //!  config ─► runtime: timely workers ─ sources ─► dataflows ─► publish ─► ServingStore
 //!                                                                     ├─► http (axum), metrics
 //!                                                                     └─► sql: POST /sql, postgres wire
+//!  raw events, view snapshots ─► archive (Parquet) ─► sql history tables
 //! ```
 
+pub mod archive;
 pub mod config;
 pub mod http;
+pub mod introspection;
 pub mod metrics;
 pub mod runtime;
 pub mod sql;

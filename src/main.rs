@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use wearflow::config::{Config, SourceConfig};
 use wearflow::http::{self, AppState};
+use wearflow::introspection::DataflowLog;
 use wearflow::metrics::Metrics;
 use wearflow::runtime;
 use wearflow_sinks::ServingStore;
@@ -273,6 +274,7 @@ fn produce_simulation(
 fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
     let store = Arc::new(ServingStore::new(runtime::view_schemas()));
     let metrics = Arc::new(Metrics::new());
+    let dataflows = Arc::new(DataflowLog::new());
     let ready = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let tokio = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -285,6 +287,7 @@ fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
             &config.sql,
             &config.data_dir,
             Arc::clone(&store),
+            wearflow::archive::history(&config, &store),
         ))
         .context("cannot start the sql layer")?;
     let pg_addr = sql.pg_addr;
@@ -293,6 +296,7 @@ fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
         metrics: Arc::clone(&metrics),
         ready: Arc::clone(&ready),
         sql: Some(sql.state.clone()),
+        dataflows: Some(Arc::clone(&dataflows)),
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio.spawn(http::serve(listener, state, async move {
@@ -313,6 +317,7 @@ fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
     println!("  a view:   http://{addr}/views/tooth_wear?limit=10");
     println!("  live:     http://{addr}/views/machine_health/changes");
     println!("  metrics:  http://{addr}/metrics");
+    println!("  graph:    http://{addr}/dataflows");
     println!("  sql:      POST http://{addr}/sql");
     println!(
         "  postgres: psql \"host={} port={} user=wearflow dbname=wearflow\"",
@@ -336,7 +341,15 @@ fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
     let engine_config = config.clone();
     let engine = std::thread::Builder::new()
         .name("wearflow-engine".into())
-        .spawn(move || runtime::run(&engine_config, engine_store, metrics, engine_stop))
+        .spawn(move || {
+            runtime::run_with_log(
+                &engine_config,
+                engine_store,
+                metrics,
+                engine_stop,
+                Some(dataflows),
+            )
+        })
         .context("cannot start the engine thread")?;
     let summary = engine
         .join()

@@ -63,6 +63,12 @@ pub struct Metrics {
     pub kafka_delivered: IntCounter,
     /// `wearflow_kafka_delivery_errors_total`: failed deliveries (each is sent again).
     pub kafka_delivery_errors: IntCounter,
+    /// `wearflow_archive_files_total{table}`: Parquet files the archive made visible.
+    pub archive_files: IntCounterVec,
+    /// `wearflow_archive_rows_total{table}`: rows in those files.
+    pub archive_rows: IntCounterVec,
+    /// `wearflow_archive_bytes_total{table}`: bytes of those files.
+    pub archive_bytes: IntCounterVec,
 }
 
 impl Metrics {
@@ -196,8 +202,29 @@ impl Metrics {
                 "Failed deliveries; each failed message is sent again.",
             ),
         );
+        let archive_files = counter_vec(
+            &registry,
+            "wearflow_archive_files_total",
+            "Parquet files the archive finished and made visible, per table.",
+            &["table"],
+        );
+        let archive_rows = counter_vec(
+            &registry,
+            "wearflow_archive_rows_total",
+            "Rows in the Parquet files the archive made visible, per table.",
+            &["table"],
+        );
+        let archive_bytes = counter_vec(
+            &registry,
+            "wearflow_archive_bytes_total",
+            "Bytes of the Parquet files the archive made visible, per table.",
+            &["table"],
+        );
         Metrics {
             registry,
+            archive_files,
+            archive_rows,
+            archive_bytes,
             kafka_lag_messages,
             kafka_lag_seconds,
             kafka_offset,

@@ -32,6 +32,7 @@ use wearflow_sources::{
 };
 
 use crate::config::{Config, SourceConfig};
+use crate::introspection::DataflowLog;
 use crate::metrics::Metrics;
 
 /// What a finished run reports.
@@ -514,6 +515,18 @@ pub fn run(
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary, RuntimeError> {
+    run_with_log(config, store, metrics, stop, None)
+}
+
+/// [`run`], with every worker's operators and arrangement sizes recorded in `log` (for
+/// `GET /dataflows`).
+pub fn run_with_log(
+    config: &Config,
+    store: Arc<ServingStore>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    log: Option<Arc<DataflowLog>>,
+) -> Result<RunSummary, RuntimeError> {
     std::fs::create_dir_all(&config.data_dir).ok();
     let drivers = Driver::open_all(config)?;
     let readers = drivers.iter().filter(|d| d.is_some()).count();
@@ -533,6 +546,14 @@ pub fn run(
         summary: Mutex::new(RunSummary::default()),
     });
     let config = config.clone();
+    let archive = crate::archive::start(&config, &store, &metrics)?;
+    let archive_input = archive.as_ref().map(|a| a.input());
+    // Archive table of each source partition kind (telemetry, orders, stock; assets are not
+    // archived), by `partition_of` index.
+    let archive_tables: Vec<Option<usize>> = StreamKind::ALL
+        .iter()
+        .map(|s| archive.as_ref().and_then(|a| a.table_index(s.name())))
+        .collect();
     let result_shared = Arc::clone(&shared);
     let (kafka_out, view_sink) = match &config.kafka_sink {
         Some(sink) => {
@@ -543,8 +564,13 @@ pub fn run(
     };
     let worker_kafka_out = kafka_out.clone();
     let guards = timely::execute(timely::Config::process(config.workers), move |worker| {
+        if let Some(log) = &log {
+            log.register(worker);
+        }
         let index = worker.index();
         let kafka_out = worker_kafka_out.clone();
+        let archive_input = archive_input.clone();
+        let mut archive_rows: Vec<Vec<Row>> = StreamKind::ALL.iter().map(|_| Vec::new()).collect();
         let shared = Arc::clone(&shared);
         let publisher_shared = Arc::clone(&shared);
         let publish_producer = kafka_out.as_ref().map(|k| Arc::clone(&k.producer));
@@ -731,6 +757,12 @@ pub fn run(
                             let max = source_max.entry(stream).or_default();
                             *max = (*max).max(ts);
                         }
+                        if archive_input.is_some()
+                            && archive_tables[partition_of(stream)].is_some()
+                            && let Some(row) = event.archive_row()
+                        {
+                            archive_rows[partition_of(stream)].push(row);
+                        }
                         match event {
                             Event::Telemetry(t) => inputs.telemetry.update_at(t, stamp, 1),
                             Event::Order(o) => inputs.orders.update_at(o, stamp, 1),
@@ -763,6 +795,15 @@ pub fn run(
                             .entry((stream, QualityMark::Bad, frontier))
                             .or_default() += 1;
                         inputs.errors.update_at(error, frontier, 1);
+                    }
+                }
+            }
+            if let Some(input) = &archive_input {
+                for (kind, rows) in archive_rows.iter_mut().enumerate() {
+                    if let Some(table) = archive_tables[kind]
+                        && !rows.is_empty()
+                    {
+                        input.append(table, std::mem::take(rows));
                     }
                 }
             }
@@ -861,6 +902,10 @@ pub fn run(
     if let Some(views) = view_sink {
         // Writes what was published and not yet written, and flushes.
         views.stop();
+    }
+    if let Some(archive) = archive {
+        // A last view snapshot; every open file is finished and made visible.
+        archive.close();
     }
     if let Some(out) = &kafka_out {
         out.producer

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wearflow_sinks::ServingStore;
-use wearflow_sql::{CATALOG_FILE, SqlEngine, SqlEngineConfig};
+use wearflow_sql::{CATALOG_FILE, HistoryConfig, SqlEngine, SqlEngineConfig};
 
 use crate::config::SqlConfig;
 use crate::http::SqlState;
@@ -40,12 +40,14 @@ pub struct SqlServer {
     task: JoinHandle<std::io::Result<()>>,
 }
 
-/// Builds the engine (named views from `<data_dir>/sql_views.json`) and starts the Postgres
-/// server. Call inside a Tokio runtime.
+/// Builds the engine (named views from `<data_dir>/sql_views.json`, history tables over the
+/// archive, see [`crate::archive::history`]) and starts the Postgres server. Call inside a
+/// Tokio runtime.
 pub async fn start(
     config: &SqlConfig,
     data_dir: &Path,
     store: Arc<ServingStore>,
+    history: Option<HistoryConfig>,
 ) -> Result<SqlServer, SqlStartError> {
     let engine = SqlEngine::new(
         store,
@@ -53,6 +55,7 @@ pub async fn start(
             catalog_path: Some(data_dir.join(CATALOG_FILE)),
             statement_timeout: Duration::from_millis(config.statement_timeout_ms),
             memory_limit_bytes: config.memory_limit_bytes,
+            history,
         },
     )
     .await?;

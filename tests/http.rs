@@ -130,6 +130,7 @@ impl Server {
             metrics: Arc::new(Metrics::new()),
             ready: Arc::clone(&ready),
             sql: None,
+            dataflows: None,
         };
         let listener = http::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");

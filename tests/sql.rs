@@ -107,7 +107,7 @@ impl Server {
             http_row_limit: 10,
             ..SqlConfig::default()
         };
-        let sql = wearflow::sql::start(&config, data_dir, Arc::clone(&store))
+        let sql = wearflow::sql::start(&config, data_dir, Arc::clone(&store), None)
             .await
             .expect("sql layer starts");
         let state = AppState {
@@ -115,6 +115,7 @@ impl Server {
             metrics: Arc::new(Metrics::new()),
             ready: Arc::new(AtomicBool::new(true)),
             sql: Some(sql.state.clone()),
+            dataflows: None,
         };
         let listener = http::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");

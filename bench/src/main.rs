@@ -3,7 +3,9 @@
 //! `wearflow-bench ingest` runs the simulator straight into the dataflow with every view on
 //! and prints, as its last line, one JSON object with `events_per_sec` and `peak_rss_bytes`.
 //! `wearflow-bench kafka --brokers HOST:PORT` measures the broker's ceilings and wearflow end
-//! to end from Kafka (see `bench/README.md`).
+//! to end from Kafka (see `bench/README.md`). `wearflow-bench sql` measures point lookups and
+//! a group-by on a 1,000,000-row view (pgwire and HTTP) and a time-range aggregate over
+//! 10,000,000 archived rows against DuckDB.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -12,6 +14,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 
 mod kafka;
+mod sql;
 use wearflow::config::{ClockConfig, Config, SourceConfig};
 use wearflow::metrics::Metrics;
 use wearflow::runtime;
@@ -73,6 +76,19 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         idle_ms: u64,
     },
+    /// SQL: point lookups and a group-by on a big live view (pgwire, HTTP), and a
+    /// time-range aggregate over the Parquet archive against DuckDB (needs `pip install duckdb`).
+    Sql {
+        /// Rows of the live view.
+        #[arg(long, default_value_t = 1_000_000)]
+        view_rows: usize,
+        /// Point lookups per protocol.
+        #[arg(long, default_value_t = 2_000)]
+        lookups: usize,
+        /// Archived telemetry rows.
+        #[arg(long, default_value_t = 10_000_000)]
+        archive_rows: usize,
+    },
 }
 
 /// Current resident set size of this process (Linux `VmRSS`), in bytes.
@@ -93,6 +109,20 @@ fn peak_rss_bytes() -> Option<u64> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Sql {
+            view_rows,
+            lookups,
+            archive_rows,
+        } => {
+            let dir =
+                std::env::temp_dir().join(format!("wearflow-bench-sql-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let result = runtime.block_on(sql::run(view_rows, lookups, archive_rows, &dir));
+            std::fs::remove_dir_all(&dir).ok();
+            println!("{}", result?);
+            Ok(())
+        }
         Command::Kafka {
             brokers,
             machines,

@@ -7,10 +7,14 @@
 //!        broadcast<Arc<Snapshot>> ──► live subscribers (SSE), each snapshot with its changes
 //!  ErrorRecord ──► DeadLetterFile (JSONL), kafka::DeadLetters (a topic per stream)
 //!  snapshots ──► kafka::ViewSink (a changelog topic per view, the alerts topic)
+//!  raw events + periodic view snapshots ──► archive::Archive (Hive-partitioned Parquet)
 //! ```
 //!
-//! Main items: [`ServingStore`], [`Snapshot`], [`ViewData`], [`Change`], [`DeadLetterFile`], [`kafka`].
+//! Main items: [`ServingStore`], [`Snapshot`], [`ViewData`], [`Change`], [`DeadLetterFile`],
+//! [`kafka`], [`archive::Archive`], [`arrow_rows`] (rows as Arrow, shared with the SQL layer).
 
+pub mod archive;
+pub mod arrow_rows;
 pub mod dead_letters;
 pub mod json;
 pub mod kafka;
@@ -30,4 +34,15 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// A Parquet file could not be written.
+    #[error("cannot write parquet file {path}: {message}")]
+    Parquet {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A sink's configuration is not valid.
+    #[error("invalid sink configuration: {0}")]
+    Config(String),
 }

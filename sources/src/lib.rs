@@ -9,6 +9,7 @@
 //! Main items: [`Event`] and its stream kinds, [`decode`] (bytes → event or error record),
 //! [`Simulator`] (the deterministic fleet), [`FileReplay`] (time-merged JSONL replay).
 
+pub mod archive;
 pub mod decode;
 pub mod event;
 pub mod file;

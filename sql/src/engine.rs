@@ -11,6 +11,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::view::ViewTable;
 use datafusion::execution::SessionState;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -23,12 +24,14 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContex
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use wearflow_operators::Time;
+use wearflow_sinks::archive::ArchiveTable;
 use wearflow_sinks::{ServingStore, Snapshot};
 
 use crate::Error;
 use crate::as_of::{AsOfFunction, pin_as_of};
 use crate::batch::{BatchCache, arrow_schema};
 use crate::catalog::{NamedView, ViewCatalog};
+use crate::history::HistoryTable;
 use crate::table::{LiveViewTable, PinnedSnapshot};
 
 /// The catalog (Postgres database) name every table lives in.
@@ -45,6 +48,17 @@ pub struct SqlEngineConfig {
     pub statement_timeout: Duration,
     /// The memory all running statements may use together for sorts, joins and aggregates.
     pub memory_limit_bytes: usize,
+    /// The Parquet archive read by the history tables (none: no history tables).
+    pub history: Option<HistoryConfig>,
+}
+
+/// Where the archive is and which tables it holds.
+#[derive(Clone, Debug)]
+pub struct HistoryConfig {
+    /// The archive directory.
+    pub dir: PathBuf,
+    /// Its tables; each becomes `<name>_history`.
+    pub tables: Vec<ArchiveTable>,
 }
 
 impl Default for SqlEngineConfig {
@@ -53,6 +67,7 @@ impl Default for SqlEngineConfig {
             catalog_path: None,
             statement_timeout: Duration::from_secs(30),
             memory_limit_bytes: 512 * 1024 * 1024,
+            history: None,
         }
     }
 }
@@ -184,6 +199,9 @@ impl SqlEngine {
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
+            // No cached file listings: a file the archive finishes is visible to the next
+            // statement (a listing is one directory walk; the archive rolls files by size).
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .build_arc()?;
         let session = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
@@ -201,6 +219,14 @@ impl SqlEngine {
             );
             context.register_table(schema.name.as_str(), Arc::new(table))?;
             builtin.insert(schema.name.clone());
+        }
+        if let Some(history) = &config.history {
+            for table in &history.tables {
+                let name = table.sql_name();
+                let provider = HistoryTable::new(&table.dir(&history.dir), table)?;
+                context.register_table(name.as_str(), Arc::new(provider))?;
+                builtin.insert(name);
+            }
         }
         context.register_udf(AsOfFunction::udf(Arc::clone(&store)));
         setup_pg_catalog(&context, CATALOG, EmptyContextProvider).map_err(|e| Error::from(*e))?;

@@ -347,3 +347,35 @@ async fn named_views_persist_and_drop() {
         .expect("reopened again");
     assert!(third.named_views().is_empty());
 }
+
+#[tokio::test]
+async fn a_key_equality_is_a_point_read() {
+    let store = populated();
+    let engine = engine(&store).await;
+    let builds = engine.cache().builds();
+    let one = concat(
+        &rows(
+            &engine,
+            "SELECT tooth_id, machine_id FROM tooth_wear WHERE tooth_id = 't2'",
+        )
+        .await,
+    );
+    assert_eq!(strings(&one, 1), vec!["ex1"]);
+    let none = rows(&engine, "SELECT * FROM tooth_wear WHERE 't9' = tooth_id").await;
+    assert_eq!(none.rows(), 0);
+    // Other predicates still apply on top of the point read.
+    let filtered = rows(
+        &engine,
+        "SELECT * FROM tooth_wear WHERE tooth_id = 't2' AND remaining_mm > 35",
+    )
+    .await;
+    assert_eq!(filtered.rows(), 0);
+    assert_eq!(
+        engine.cache().builds(),
+        builds,
+        "no whole-view batch was built"
+    );
+    // A range is not a point read, and sees every row.
+    let range = rows(&engine, "SELECT * FROM tooth_wear WHERE tooth_id >= 't2'").await;
+    assert_eq!(range.rows(), 2);
+}
