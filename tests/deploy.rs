@@ -232,7 +232,7 @@ fn dashboard_and_runbook_sql_runs_against_the_real_views() {
             pg_addr: "127.0.0.1:0".into(),
             ..SqlConfig::default()
         };
-        let server = wearflow::sql::start(&sql_config, data.path(), Arc::clone(&store))
+        let server = wearflow::sql::start(&sql_config, data.path(), Arc::clone(&store), None)
             .await
             .expect("sql layer starts");
         let (client, connection) = tokio_postgres::connect(
