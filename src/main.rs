@@ -270,7 +270,7 @@ fn produce_simulation(
     Ok(sim.ground_truth().to_vec())
 }
 
-/// Starts HTTP and the engine; returns when the engine ends (or on Ctrl-C).
+/// Starts HTTP and the engine; returns when the engine ends (or on SIGINT or SIGTERM).
 fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
     let store = Arc::new(ServingStore::new(runtime::view_schemas()));
     let metrics = Arc::new(Metrics::new());

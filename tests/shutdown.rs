@@ -42,11 +42,7 @@ fn start_demo(dir: &std::path::Path) -> (Child, String, std::thread::JoinHandle<
     (child, base, lines)
 }
 
-fn ready_status(base: &str) -> Option<u16> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+fn ready_status(runtime: &tokio::runtime::Runtime, base: &str) -> Option<u16> {
     runtime.block_on(async {
         reqwest::get(format!("{base}/ready"))
             .await
@@ -58,8 +54,12 @@ fn ready_status(base: &str) -> Option<u16> {
 fn stops_cleanly_on(signal: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut child, base, lines) = start_demo(dir.path());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while ready_status(&base) != Some(200) {
+    while ready_status(&runtime, &base) != Some(200) {
         assert!(Instant::now() < deadline, "the demo never became ready");
         std::thread::sleep(Duration::from_millis(100));
     }
