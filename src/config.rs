@@ -30,6 +30,54 @@ pub struct Config {
     pub sql: SqlConfig,
     /// The Parquet archive of raw events and view snapshots (the SQL history tables).
     pub archive: ArchiveConfig,
+    /// A timely cluster of several processes (none = this process alone).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Cluster mode (`[cluster]`, or `wearflow run --process I --hosts FILE`): this process is
+/// process `process` of a static timely cluster whose processes listen on `hosts`, in order;
+/// every process runs `workers` workers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This process's index in `hosts`.
+    pub process: usize,
+    /// `host:port` of every process, in process order (timely's own connections).
+    pub hosts: Vec<String>,
+}
+
+impl ClusterConfig {
+    /// Reads a hosts file: one `host:port` per line; blank lines and `#` comments skipped.
+    pub fn from_hosts_file(process: usize, path: &Path) -> Result<ClusterConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let hosts = text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        let cluster = ClusterConfig { process, hosts };
+        cluster.check()?;
+        Ok(cluster)
+    }
+
+    /// The process index must name one of the hosts.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.hosts.is_empty() || self.process >= self.hosts.len() {
+            return Err(ConfigError::Env {
+                name: "cluster".into(),
+                message: format!(
+                    "process {} is not one of the {} hosts",
+                    self.process,
+                    self.hosts.len()
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -44,6 +92,7 @@ impl Default for Config {
             kafka_sink: None,
             sql: SqlConfig::default(),
             archive: ArchiveConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -224,6 +273,9 @@ impl Config {
                 "WEARFLOW_PG_ADDR" => config.sql.pg_addr = value,
                 _ => {}
             }
+        }
+        if let Some(cluster) = &config.cluster {
+            cluster.check()?;
         }
         if config.workers == 0 {
             return Err(ConfigError::Env {

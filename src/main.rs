@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use wearflow::config::{Config, SourceConfig};
+use wearflow::config::{ClusterConfig, Config, SourceConfig};
 use wearflow::http::{self, AppState};
 use wearflow::introspection::DataflowLog;
 use wearflow::metrics::Metrics;
@@ -48,6 +48,13 @@ enum Command {
         /// Keep serving after a finite source ends (until Ctrl-C).
         #[arg(long)]
         serve_after_end: bool,
+        /// Cluster mode: this process's index in the hosts file (overrides `[cluster]`).
+        #[arg(long, requires = "hosts")]
+        process: Option<usize>,
+        /// Cluster mode: a file with one `host:port` per process, in process order; every
+        /// process runs the configured number of workers.
+        #[arg(long, requires = "process")]
+        hosts: Option<PathBuf>,
     },
     /// Simulator + engine + HTTP API in one command, no other service needed.
     Demo {
@@ -179,8 +186,13 @@ fn main() -> anyhow::Result<()> {
             http,
             pg,
             serve_after_end,
+            process,
+            hosts,
         } => {
             let mut config = Config::load(config.as_deref(), std::env::vars())?;
+            if let (Some(process), Some(hosts)) = (process, hosts) {
+                config.cluster = Some(ClusterConfig::from_hosts_file(process, &hosts)?);
+            }
             if let Some(dir) = replay {
                 config.source = SourceConfig::Files { dir, speed: 0.0 };
             }

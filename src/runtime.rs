@@ -5,9 +5,17 @@
 //! worker 0. Each reading worker stamps its records on its own event-time clock
 //! ([`Watermarks`] over its partitions) and feeds its input sessions one tick at a time; a
 //! worker whose partitions are all idle follows the most advanced reader. Differential
-//! exchanges records by key to all workers. Every view's rows are exchanged to worker 0, whose publish
-//! operator applies all updates at times its input frontier has passed (so every worker is
-//! done with them) and publishes one snapshot at `as_of = frontier - 1`.
+//! exchanges records by key to all workers. Every view's rows are sent to the first worker of
+//! every process (the process's *leader*), whose publish operator applies all updates at times
+//! its input frontier has passed (so every worker is done with them) and publishes one snapshot
+//! of that process's serving store at `as_of = frontier - 1`.
+//!
+//! In cluster mode (`[cluster]`) the workers of several processes form one timely computation:
+//! Kafka partitions are spread over all workers of the cluster, the simulator and file replays
+//! are read by worker 0 of process 0, and every process serves every view. Readers coordinate
+//! (reference data loaded, the most advanced frontier, the end of input, a stop request) with
+//! [`Control`] messages that travel to every leader through a small timely dataflow of their
+//! own, so the same code runs in one process and in many.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -15,10 +23,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use differential_dataflow::input::{Input, InputSession};
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::vec::{Input as _, Map as _};
 use wearflow_dataflows::{Context, Inputs, QualityMark, registry};
 use wearflow_operators::time::ceil_to;
 use wearflow_operators::{Diff, ErrorRecord, Row, Time};
@@ -31,7 +41,7 @@ use wearflow_sources::{
     SimulatorConfig, Stock, StreamKind, Telemetry, Watermarks,
 };
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{ClusterConfig, Config, SourceConfig};
 use crate::introspection::DataflowLog;
 use crate::metrics::Metrics;
 
@@ -68,6 +78,96 @@ pub enum RuntimeError {
 /// The schemas of every registered view, in registry order.
 pub fn view_schemas() -> Vec<wearflow_operators::ViewSchema> {
     registry().iter().map(|v| (v.schema)()).collect()
+}
+
+/// Where this process sits in the timely cluster (one process when not in cluster mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Topology {
+    /// This process's index.
+    process: usize,
+    /// Processes in the cluster.
+    processes: usize,
+    /// Workers per process.
+    threads: usize,
+}
+
+impl Topology {
+    fn of(config: &Config) -> Topology {
+        let threads = config.workers.max(1);
+        match &config.cluster {
+            Some(cluster) => Topology {
+                process: cluster.process,
+                processes: cluster.hosts.len().max(1),
+                threads,
+            },
+            None => Topology {
+                process: 0,
+                processes: 1,
+                threads,
+            },
+        }
+    }
+
+    /// Workers in the whole cluster.
+    fn peers(&self) -> usize {
+        self.processes * self.threads
+    }
+
+    /// The global index of this process's first worker.
+    fn first_worker(&self) -> usize {
+        self.process * self.threads
+    }
+
+    /// The first worker of every process: the workers that publish to a serving store.
+    fn leaders(&self) -> Vec<usize> {
+        (0..self.processes).map(|p| p * self.threads).collect()
+    }
+
+    fn timely(&self, cluster: Option<&ClusterConfig>) -> timely::Config {
+        match cluster {
+            Some(cluster) => timely::Config {
+                communication: timely::CommunicationConfig::Cluster {
+                    threads: self.threads,
+                    process: cluster.process,
+                    addresses: cluster.hosts.clone(),
+                    report: false,
+                    zerocopy: false,
+                },
+                worker: timely::WorkerConfig::default(),
+            },
+            None => timely::Config::process(self.threads),
+        }
+    }
+}
+
+/// What readers and leaders tell every process's leader, which applies it to its process's
+/// [`Shared`] state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Control {
+    /// A reader's reference data is loaded.
+    Bootstrapped,
+    /// A reader's input frontier (for readers whose partitions are all idle to follow).
+    Hint(Time),
+    /// A reader reached the end of its input; no stamp of it is at or after this time.
+    Ended(Time),
+    /// Stop reading (a process received SIGTERM or SIGINT).
+    Stop,
+    /// A process published the end of input.
+    Published,
+}
+
+/// Sends `message` to every process's leader.
+fn tell(
+    control: &mut timely::dataflow::InputHandleVec<u64, (usize, Control)>,
+    leaders: &[usize],
+    message: Control,
+) {
+    for leader in leaders {
+        control.send((*leader, message.clone()));
+    }
+    // Only a new epoch pushes the exchange's buffers out (and wakes the input operator).
+    let next = control.time() + 1;
+    control.advance_to(next);
 }
 
 /// Where worker 0 gets records from.
@@ -166,22 +266,38 @@ impl Driver {
         })
     }
 
-    /// One driver per worker: Kafka partitions are spread over all workers (global partition
-    /// `g` goes to worker `g % workers`; a worker left without partitions gets none); the
-    /// simulator and file replays are read by worker 0 alone.
-    fn open_all(config: &Config) -> Result<Vec<Option<Driver>>, RuntimeError> {
-        let workers = config.workers.max(1);
+    /// One driver per worker of this process, and the number of reading workers in the whole
+    /// cluster. Kafka partitions are spread over all workers of the cluster (global partition
+    /// `g` goes to worker `g % peers`; a worker left without partitions gets none, so the
+    /// readers are the first `min(partitions, peers)` workers); the simulator and file
+    /// replays are read by worker 0 of process 0 alone.
+    fn open_all(
+        config: &Config,
+        topology: &Topology,
+    ) -> Result<(Vec<Option<Driver>>, usize), RuntimeError> {
+        let peers = topology.peers();
         match &config.source {
-            SourceConfig::Kafka(kafka) => (0..workers)
-                .map(|index| {
-                    let driver = Driver::kafka(kafka, |g| g % workers == index)?;
-                    Ok((driver.partitions() > 0).then_some(driver))
-                })
-                .collect(),
+            SourceConfig::Kafka(kafka) => {
+                let partitions = std::cell::Cell::new(0usize);
+                let drivers = (0..topology.threads)
+                    .map(|local| {
+                        let index = topology.first_worker() + local;
+                        let driver = Driver::kafka(kafka, |g| {
+                            partitions.set(partitions.get().max(g + 1));
+                            g % peers == index
+                        })?;
+                        Ok((driver.partitions() > 0).then_some(driver))
+                    })
+                    .collect::<Result<Vec<_>, RuntimeError>>()?;
+                Ok((drivers, partitions.get().min(peers)))
+            }
             _ => {
-                let mut drivers: Vec<Option<Driver>> = (0..workers).map(|_| None).collect();
-                drivers[0] = Some(Driver::open(config)?);
-                Ok(drivers)
+                let mut drivers: Vec<Option<Driver>> =
+                    (0..topology.threads).map(|_| None).collect();
+                if topology.process == 0 {
+                    drivers[0] = Some(Driver::open(config)?);
+                }
+                Ok((drivers, 1))
             }
         }
     }
@@ -367,13 +483,19 @@ struct KafkaOut {
 
 impl KafkaOut {
     /// Creates the output topics and the producer; returns the view sink apart, for the run
-    /// to stop after the last publication.
+    /// to stop after the last publication. Without `views` (the processes of a cluster but
+    /// the first, whose views are the same) only dead letters are written.
     fn start(
         config: &KafkaSinkConfig,
         store: &Arc<ServingStore>,
-    ) -> Result<(KafkaOut, ViewSink), RuntimeError> {
+        views: bool,
+    ) -> Result<(KafkaOut, Option<ViewSink>), RuntimeError> {
         let kafka = |e: &dyn std::fmt::Display| RuntimeError::Kafka(e.to_string());
-        let changelogs = ViewSink::topics(config, store);
+        let changelogs = if views {
+            ViewSink::topics(config, store)
+        } else {
+            Vec::new()
+        };
         let compacted: Vec<&str> = changelogs
             .iter()
             .filter(|t| **t != config.alerts_topic)
@@ -388,7 +510,7 @@ impl KafkaOut {
         )
         .map_err(|e| kafka(&e))?;
         let mut plain: Vec<String> = Vec::new();
-        if !config.alerts_topic.is_empty() {
+        if views && !config.alerts_topic.is_empty() {
             plain.push(config.alerts_topic.clone());
         }
         if !config.dead_letter_prefix.is_empty() {
@@ -409,8 +531,14 @@ impl KafkaOut {
         .map_err(|e| kafka(&e))?;
         let producer =
             Arc::new(Producer::new(&config.brokers, &config.options).map_err(|e| kafka(&e))?);
-        let views = ViewSink::spawn(config, Arc::clone(store), Arc::clone(&producer))
-            .map_err(|e| kafka(&e))?;
+        let views = if views {
+            Some(
+                ViewSink::spawn(config, Arc::clone(store), Arc::clone(&producer))
+                    .map_err(|e| kafka(&e))?,
+            )
+        } else {
+            None
+        };
         let dead_letters = (!config.dead_letter_prefix.is_empty())
             .then(|| DeadLetters::new(Arc::clone(&producer), &config.dead_letter_prefix));
         Ok((
@@ -439,6 +567,9 @@ fn report_producer(producer: &Producer, metrics: &Metrics, counted: &mut (u64, u
         .kafka_queue_depth
         .set(i64::from(producer.queue_depth()));
 }
+
+/// One view update on its way to the publishing leaders.
+type PublishUpdate = ((usize, Row), Time, Diff);
 
 /// The input sessions of one worker.
 struct InputSessions {
@@ -484,9 +615,10 @@ impl InputSessions {
     }
 }
 
-/// What the workers of one run share.
+/// What the workers of one process share; the counts are of the whole cluster, brought here
+/// by [`Control`] messages to this process's leader.
 struct Shared {
-    /// Workers that read a source.
+    /// Workers of the cluster that read a source.
     readers: usize,
     /// Readers whose reference data is loaded.
     bootstrapped: AtomicUsize,
@@ -497,15 +629,105 @@ struct Shared {
     /// The largest input frontier of any reader; a reader whose partitions are all idle or
     /// finished follows it, so that it does not hold the others back.
     hint: AtomicU64,
-    /// Set once the end of input is published: later frontiers only reflect future-time
-    /// updates (window expiries) past the end of input, which are not published.
-    sealed: AtomicBool,
-    /// Set when every worker may drop the dataflow.
-    finished: AtomicBool,
+    /// Processes that published the end of input; when all have, every worker drops the
+    /// dataflow. (Later frontiers only reflect future-time updates past the end of input,
+    /// window expiries, which are never published.)
+    published: AtomicUsize,
     /// Ticks awaiting their snapshot: `(newest stamp of a tick, when the tick began)`.
     pending: Mutex<Vec<(Time, Instant)>>,
     /// Counts of all readers.
     summary: Mutex<RunSummary>,
+}
+
+impl Shared {
+    /// Applies one control message (on a process's leader).
+    fn apply(&self, message: Control, stop: &AtomicBool) {
+        match message {
+            Control::Bootstrapped => {
+                self.bootstrapped.fetch_add(1, Ordering::AcqRel);
+            }
+            Control::Hint(time) => {
+                self.hint.fetch_max(time, Ordering::AcqRel);
+            }
+            Control::Ended(end) => {
+                // The end first: whoever sees every reader ended sees the final end.
+                self.end.fetch_max(end, Ordering::AcqRel);
+                self.ended.fetch_add(1, Ordering::AcqRel);
+            }
+            Control::Stop => stop.store(true, Ordering::Release),
+            Control::Published => {
+                self.published.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// The end of input, once every reader of the cluster has ended.
+    fn final_end(&self) -> Option<Time> {
+        (self.ended.load(Ordering::Acquire) >= self.readers)
+            .then(|| self.end.load(Ordering::Acquire))
+    }
+}
+
+/// A worker's part in ending a run: a leader passes a stop request on and announces when its
+/// process has published the end of input; every worker waits for all processes.
+struct Finishing {
+    leader: bool,
+    stop_sent: bool,
+    published_sent: bool,
+    processes: usize,
+}
+
+impl Finishing {
+    /// True once every process has published the end of input.
+    fn done(
+        &mut self,
+        shared: &Shared,
+        store: &ServingStore,
+        stop: &AtomicBool,
+        control: &mut timely::dataflow::InputHandleVec<u64, (usize, Control)>,
+        leaders: &[usize],
+    ) -> bool {
+        if self.leader {
+            if !self.stop_sent && stop.load(Ordering::Acquire) {
+                self.stop_sent = true;
+                tell(control, leaders, Control::Stop);
+            }
+            if !self.published_sent
+                && let Some(end) = shared.final_end()
+                && store.snapshot().as_of + 1 >= end
+            {
+                self.published_sent = true;
+                tell(control, leaders, Control::Published);
+            }
+        }
+        shared.published.load(Ordering::Acquire) >= self.processes
+    }
+}
+
+/// In a cluster, a process whose peer is gone cannot make progress (timely clusters are
+/// static): when timely's network threads report a broken connection, say so and exit
+/// instead of hanging, so that an orchestrator restarts the cluster.
+fn fail_fast_on_lost_peers() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default(info);
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if message.contains("timely communication error") {
+                eprintln!(
+                    "wearflow: lost a peer of the timely cluster ({message}); a timely cluster \
+                     is static, so this process exits and the cluster must be restarted"
+                );
+                std::process::exit(3);
+            }
+        }));
+    });
 }
 
 /// Runs the engine until the source ends or `stop` is set; blocks the calling thread.
@@ -528,8 +750,11 @@ pub fn run_with_log(
     log: Option<Arc<DataflowLog>>,
 ) -> Result<RunSummary, RuntimeError> {
     std::fs::create_dir_all(&config.data_dir).ok();
-    let drivers = Driver::open_all(config)?;
-    let readers = drivers.iter().filter(|d| d.is_some()).count();
+    let topology = Topology::of(config);
+    if config.cluster.is_some() {
+        fail_fast_on_lost_peers();
+    }
+    let (drivers, readers) = Driver::open_all(config, &topology)?;
     let drivers: Arc<Vec<Mutex<Option<Driver>>>> =
         Arc::new(drivers.into_iter().map(Mutex::new).collect());
     let dead_letters = DeadLetterFile::open(&config.data_dir.join("dead_letters.jsonl"))?;
@@ -540,8 +765,7 @@ pub fn run_with_log(
         ended: AtomicUsize::new(0),
         end: AtomicU64::new(0),
         hint: AtomicU64::new(0),
-        sealed: AtomicBool::new(false),
-        finished: AtomicBool::new(false),
+        published: AtomicUsize::new(0),
         pending: Mutex::new(Vec::new()),
         summary: Mutex::new(RunSummary::default()),
     });
@@ -557,17 +781,21 @@ pub fn run_with_log(
     let result_shared = Arc::clone(&shared);
     let (kafka_out, view_sink) = match &config.kafka_sink {
         Some(sink) => {
-            let (out, views) = KafkaOut::start(sink, &store)?;
-            (Some(Arc::new(out)), Some(views))
+            let (out, views) = KafkaOut::start(sink, &store, topology.process == 0)?;
+            (Some(Arc::new(out)), views)
         }
         None => (None, None),
     };
     let worker_kafka_out = kafka_out.clone();
-    let guards = timely::execute(timely::Config::process(config.workers), move |worker| {
+    let leaders = topology.leaders();
+    let timely_config = topology.timely(config.cluster.as_ref());
+    let guards = timely::execute(timely_config, move |worker| {
         if let Some(log) = &log {
             log.register(worker);
         }
         let index = worker.index();
+        let leader = index % topology.threads == 0;
+        let leaders = leaders.clone();
         let kafka_out = worker_kafka_out.clone();
         let archive_input = archive_input.clone();
         let mut archive_rows: Vec<Vec<Row>> = StreamKind::ALL.iter().map(|_| Vec::new()).collect();
@@ -576,9 +804,11 @@ pub fn run_with_log(
         let publish_producer = kafka_out.as_ref().map(|k| Arc::clone(&k.producer));
         let mut producer_counted = (0, 0);
         let driver_store = Arc::clone(&store);
+        let store_for_finish = Arc::clone(&store);
         let store = Arc::clone(&store);
         let publish_metrics = Arc::clone(&metrics);
         let dataflow_config = config.dataflow.clone();
+        let publish_leaders = leaders.clone();
         let dataflow_id = worker.next_dataflow_index();
         let (mut inputs, probe) = worker.dataflow::<Time, _, _>(move |scope| {
             let (telemetry_in, telemetry) = scope.new_collection();
@@ -608,67 +838,80 @@ pub fn run_with_log(
             let all = differential_dataflow::collection::concatenate(scope, views);
             let probe = ProbeHandle::new();
             let mut buffered: BTreeMap<Time, Vec<(usize, Row, Diff)>> = BTreeMap::new();
-            all.inner.probe_with(&probe).sink(
-                Exchange::new(|_: &((usize, Row), Time, Diff)| 0),
-                "publish",
-                move |(input, frontier)| {
-                    if index != 0 {
-                        // Everything is exchanged to worker 0, which alone publishes.
-                        input.for_each(|_cap, data| data.clear());
-                        return;
+            // Every update goes to every process's leader.
+            let targets = publish_leaders;
+            all.inner
+                .probe_with(&probe)
+                .flat_map(move |update| {
+                    let mut routed = Vec::with_capacity(targets.len());
+                    for target in &targets[1..] {
+                        routed.push((*target, update.clone()));
                     }
-                    input.for_each(|_cap, data| {
-                        for ((view, row), time, diff) in data.drain(..) {
-                            buffered.entry(time).or_default().push((view, row, diff));
+                    routed.push((targets[0], update));
+                    routed
+                })
+                .sink(
+                    Exchange::new(|(target, _): &(usize, PublishUpdate)| *target as u64),
+                    "publish",
+                    move |(input, frontier)| {
+                        if !leader {
+                            input.for_each(|_cap, data| data.clear());
+                            return;
                         }
-                    });
-                    let Some(&bound) = frontier.frontier().first() else {
-                        return;
-                    };
-                    if publisher_shared.sealed.load(Ordering::Acquire) {
-                        return;
-                    }
-                    let as_of = bound.saturating_sub(1);
-                    if bound == 0 {
-                        return;
-                    }
-                    let mut updates = Vec::new();
-                    while let Some(entry) = buffered.first_entry() {
-                        if *entry.key() >= bound {
-                            break;
-                        }
-                        updates.extend(entry.remove());
-                    }
-                    if updates.is_empty() && as_of <= store.snapshot().as_of {
-                        return;
-                    }
-                    let snapshot = store.publish(as_of, updates);
-                    publish_metrics
-                        .snapshot_version
-                        .set(snapshot.version as i64);
-                    publish_metrics.snapshot_as_of_ms.set(snapshot.as_of as i64);
-                    publisher_shared
-                        .summary
-                        .lock()
-                        .map(|mut s| s.as_of = snapshot.as_of)
-                        .ok();
-                    let now = Instant::now();
-                    if let Ok(mut pending) = publisher_shared.pending.lock() {
-                        pending.retain(|&(stamp, began)| {
-                            if stamp > as_of {
-                                return true;
+                        input.for_each(|_cap, data| {
+                            for (_, ((view, row), time, diff)) in data.drain(..) {
+                                buffered.entry(time).or_default().push((view, row, diff));
                             }
-                            let age = now.duration_since(began).as_secs_f64();
-                            publish_metrics.freshness_seconds.observe(age);
-                            publish_metrics.publish_lag_seconds.set(age);
-                            false
                         });
-                    }
-                    if let Some(producer) = &publish_producer {
-                        report_producer(producer, &publish_metrics, &mut producer_counted);
-                    }
-                },
-            );
+                        let Some(&bound) = frontier.frontier().first() else {
+                            return;
+                        };
+                        // Nothing past the end of input is published.
+                        let bound = match publisher_shared.final_end() {
+                            Some(end) => bound.min(end),
+                            None => bound,
+                        };
+                        let as_of = bound.saturating_sub(1);
+                        if bound == 0 {
+                            return;
+                        }
+                        let mut updates = Vec::new();
+                        while let Some(entry) = buffered.first_entry() {
+                            if *entry.key() >= bound {
+                                break;
+                            }
+                            updates.extend(entry.remove());
+                        }
+                        if updates.is_empty() && as_of <= store.snapshot().as_of {
+                            return;
+                        }
+                        let snapshot = store.publish(as_of, updates);
+                        publish_metrics
+                            .snapshot_version
+                            .set(snapshot.version as i64);
+                        publish_metrics.snapshot_as_of_ms.set(snapshot.as_of as i64);
+                        publisher_shared
+                            .summary
+                            .lock()
+                            .map(|mut s| s.as_of = snapshot.as_of)
+                            .ok();
+                        let now = Instant::now();
+                        if let Ok(mut pending) = publisher_shared.pending.lock() {
+                            pending.retain(|&(stamp, began)| {
+                                if stamp > as_of {
+                                    return true;
+                                }
+                                let age = now.duration_since(began).as_secs_f64();
+                                publish_metrics.freshness_seconds.observe(age);
+                                publish_metrics.publish_lag_seconds.set(age);
+                                false
+                            });
+                        }
+                        if let Some(producer) = &publish_producer {
+                            report_producer(producer, &publish_metrics, &mut producer_counted);
+                        }
+                    },
+                );
             (
                 InputSessions {
                     telemetry: telemetry_in,
@@ -683,18 +926,44 @@ pub fn run_with_log(
             )
         });
 
+        // The control dataflow: messages to leaders, applied to this process's `Shared`.
+        let control_id = worker.next_dataflow_index();
+        let control_shared = Arc::clone(&shared);
+        let control_stop = Arc::clone(&stop);
+        let mut control = worker.dataflow::<u64, _, _>(move |scope| {
+            let (handle, stream) = scope.new_input::<(usize, Control)>();
+            stream.sink(
+                Exchange::new(|(target, _): &(usize, Control)| *target as u64),
+                "control",
+                move |(input, _frontier)| {
+                    input.for_each(|_cap, data| {
+                        for (_, message) in data.drain(..) {
+                            control_shared.apply(message, &control_stop);
+                        }
+                    });
+                },
+            );
+            handle
+        });
+        let mut finishing = Finishing {
+            leader,
+            stop_sent: false,
+            published_sent: false,
+            processes: topology.processes,
+        };
+
         let driver = drivers
-            .get(index)
+            .get(index - topology.first_worker())
             .and_then(|d| d.lock().ok().and_then(|mut d| d.take()));
         let Some(mut driver) = driver else {
-            // Nothing to read here: the inputs close and the worker computes its share.
+            // Nothing to read here: the inputs close and the worker computes its share (and,
+            // on a leader, publishes) until every process has published the end of input.
             inputs.close();
-            while !shared.finished.load(Ordering::Acquire) {
-                if !worker.step_or_park(Some(Duration::from_millis(10))) {
-                    break;
-                }
+            while !finishing.done(&shared, &store_for_finish, &stop, &mut control, &leaders) {
+                worker.step_or_park(Some(Duration::from_millis(5)));
             }
             worker.drop_dataflow(dataflow_id);
+            worker.drop_dataflow(control_id);
             return;
         };
         let kafka_dead_letters = kafka_out.as_ref().and_then(|k| k.dead_letters.as_ref());
@@ -712,6 +981,7 @@ pub fn run_with_log(
         let mut source_max: BTreeMap<StreamKind, Time> = BTreeMap::new();
         let mut local = RunSummary::default();
         let mut max_stamp: Time = 0;
+        let mut sent_hint: Time = 0;
         loop {
             let tick_began = Instant::now();
             batch.clear();
@@ -721,7 +991,7 @@ pub fn run_with_log(
                 for p in driver.asset_partitions() {
                     marks.finish(p);
                 }
-                shared.bootstrapped.fetch_add(1, Ordering::AcqRel);
+                tell(&mut control, &leaders, Control::Bootstrapped);
             }
             if bootstrapped
                 && !streaming
@@ -837,28 +1107,34 @@ pub fn run_with_log(
                 file.flush().ok();
             }
             driver.report(&metrics);
-            let stopping = stop.load(Ordering::Relaxed);
+            let stopping = stop.load(Ordering::Acquire);
+            if stopping && leader && !finishing.stop_sent {
+                finishing.stop_sent = true;
+                tell(&mut control, &leaders, Control::Stop);
+            }
             if !more || stopping {
                 // The end of input is past every reader's newest stamp: wait until every
                 // reader has ended (following the others meanwhile, so as not to hold them
                 // back), advance there, and wait until it is published.
-                shared
-                    .end
-                    .fetch_max(max_stamp.max(inputs.time()) + 1, Ordering::AcqRel);
-                shared.ended.fetch_add(1, Ordering::AcqRel);
-                while shared.ended.load(Ordering::Acquire) < shared.readers {
+                tell(
+                    &mut control,
+                    &leaders,
+                    Control::Ended(max_stamp.max(inputs.time()) + 1),
+                );
+                let end = loop {
+                    if let Some(end) = shared.final_end() {
+                        break end;
+                    }
                     let hint = shared.hint.load(Ordering::Acquire);
                     if hint > inputs.time() {
                         inputs.advance_to(hint);
                     }
                     inputs.flush();
                     worker.step_or_park(Some(Duration::from_millis(1)));
-                }
-                let end = shared.end.load(Ordering::Acquire).max(inputs.time());
+                };
+                let end = end.max(inputs.time());
                 inputs.advance_to(end);
                 inputs.flush();
-                worker.step_while(|| driver_store.snapshot().as_of < end - 1);
-                shared.sealed.store(true, Ordering::Release);
                 break;
             }
             let now = Instant::now();
@@ -866,7 +1142,10 @@ pub fn run_with_log(
             if marks.quiet(now) {
                 next = next.max(shared.hint.load(Ordering::Acquire));
             }
-            shared.hint.fetch_max(next, Ordering::AcqRel);
+            if next > sent_hint {
+                sent_hint = next;
+                tell(&mut control, &leaders, Control::Hint(next));
+            }
             if next > inputs.time() {
                 inputs.advance_to(next);
             }
@@ -889,11 +1168,15 @@ pub fn run_with_log(
                 s.late += local.late;
             })
             .ok();
-        // The end of input is published. What the dataflow would still compute (window
-        // expiries past the end) is never published: drop it on every worker.
-        shared.finished.store(true, Ordering::Release);
+        // Wait until every process has published the end of input. What the dataflow would
+        // still compute (window expiries past the end) is never published: drop it on every
+        // worker.
+        while !finishing.done(&shared, &driver_store, &stop, &mut control, &leaders) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
         drop(inputs);
         worker.drop_dataflow(dataflow_id);
+        worker.drop_dataflow(control_id);
     })
     .map_err(RuntimeError::Dataflow)?;
     for result in guards.join() {

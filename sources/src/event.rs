@@ -73,6 +73,10 @@ impl Micro {
 
 impl Serialize for Micro {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            // Between timely processes (bincode): the exact micro-units.
+            return s.serialize_i64(self.0);
+        }
         if self.0 % (MICRO as i64) == 0 {
             s.serialize_i64(self.0 / MICRO as i64)
         } else {
@@ -83,6 +87,9 @@ impl Serialize for Micro {
 
 impl<'de> Deserialize<'de> for Micro {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Micro, D::Error> {
+        if !d.is_human_readable() {
+            return i64::deserialize(d).map(Micro);
+        }
         let value = f64::deserialize(d)?;
         // ±9.2e12 is the range that fits i64 micro-units.
         if !value.is_finite() || value.abs() > 9.0e12 {
@@ -111,6 +118,10 @@ impl Serialize for Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        if !d.is_human_readable() {
+            // Between timely processes (bincode): already validated epoch milliseconds.
+            return u64::deserialize(d).map(Timestamp);
+        }
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Wire {
@@ -245,25 +256,25 @@ pub struct Order {
     /// New status.
     pub status: OrderStatus,
     /// The tooth SKU.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub sku: Option<String>,
     /// Quantity (teeth), positive.
     #[serde(default = "one")]
     pub qty: i64,
     /// The warehouse that fulfils it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub warehouse: Option<String>,
     /// The buying customer (sales).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub customer_id: Option<String>,
     /// The machine (work).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub machine_id: Option<String>,
     /// The replaced tooth (work).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub device_id: Option<String>,
     /// Why (work).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub reason: Option<WorkReason>,
     /// Event time.
     pub ts: Timestamp,
@@ -302,7 +313,7 @@ pub struct Stock {
     /// Why.
     pub reason: StockReason,
     /// Reference (order id, transfer id).
-    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "ref")]
     pub reference: Option<String>,
     /// Event time.
     pub ts: Timestamp,
@@ -317,25 +328,25 @@ pub struct DeviceAsset {
     /// The machine it is mounted on.
     pub machine_id: String,
     /// Position on the bucket (1 = leftmost).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub position: Option<i64>,
     /// The tooth SKU.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub sku: Option<String>,
     /// The site.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub site: Option<String>,
     /// When the current tooth was installed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub installed_at: Option<Timestamp>,
     /// Length of a new tooth.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub new_length_mm: Option<Micro>,
     /// Length at which the tooth must be replaced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub wear_limit_mm: Option<Micro>,
     /// Event time of the record (defaults to the start of time: reference data).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ts: Option<Timestamp>,
 }
 
@@ -346,16 +357,16 @@ pub struct SkuAsset {
     /// The SKU (key).
     pub sku: String,
     /// Display name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub name: Option<String>,
     /// Reorder when available stock falls below this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub reorder_point: Option<i64>,
     /// Replenishment lead time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub lead_time_days: Option<i64>,
     /// Event time of the record.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ts: Option<Timestamp>,
 }
 
@@ -366,16 +377,16 @@ pub struct MachineAsset {
     /// The machine (key).
     pub machine_id: String,
     /// Its owner.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub customer_id: Option<String>,
     /// Where it works.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub site: Option<String>,
     /// Model name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub model: Option<String>,
     /// Event time of the record.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ts: Option<Timestamp>,
 }
 
@@ -386,19 +397,22 @@ pub struct SiteAsset {
     /// The site (key).
     pub site: String,
     /// The warehouse that serves it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub warehouse: Option<String>,
     /// Ground abrasiveness, 0 (soft) to 1 (granite).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub abrasiveness: Option<Micro>,
     /// Event time of the record.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ts: Option<Timestamp>,
 }
 
 /// Reference data, upserted by key; `kind` says which record it is.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+///
+/// JSON carries the variant in a `kind` field (internally tagged); the binary form timely
+/// uses between processes (bincode, which cannot read internally tagged enums) names it
+/// outside the record.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Asset {
     /// A tooth sensor.
     Device(DeviceAsset),
@@ -408,6 +422,90 @@ pub enum Asset {
     Machine(MachineAsset),
     /// A site.
     Site(SiteAsset),
+}
+
+/// The wire forms of [`Asset`]: `Tagged` for JSON, `Plain` for bincode.
+mod asset_wire {
+    use super::{DeviceAsset, MachineAsset, SiteAsset, SkuAsset};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    pub enum TaggedRef<'a> {
+        Device(&'a DeviceAsset),
+        Sku(&'a SkuAsset),
+        Machine(&'a MachineAsset),
+        Site(&'a SiteAsset),
+    }
+
+    #[derive(Deserialize)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    pub enum Tagged {
+        Device(DeviceAsset),
+        Sku(SkuAsset),
+        Machine(MachineAsset),
+        Site(SiteAsset),
+    }
+
+    #[derive(Serialize)]
+    pub enum PlainRef<'a> {
+        Device(&'a DeviceAsset),
+        Sku(&'a SkuAsset),
+        Machine(&'a MachineAsset),
+        Site(&'a SiteAsset),
+    }
+
+    #[derive(Deserialize)]
+    pub enum Plain {
+        Device(DeviceAsset),
+        Sku(SkuAsset),
+        Machine(MachineAsset),
+        Site(SiteAsset),
+    }
+}
+
+impl Serialize for Asset {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use asset_wire::{PlainRef, TaggedRef};
+        if s.is_human_readable() {
+            match self {
+                Asset::Device(a) => TaggedRef::Device(a),
+                Asset::Sku(a) => TaggedRef::Sku(a),
+                Asset::Machine(a) => TaggedRef::Machine(a),
+                Asset::Site(a) => TaggedRef::Site(a),
+            }
+            .serialize(s)
+        } else {
+            match self {
+                Asset::Device(a) => PlainRef::Device(a),
+                Asset::Sku(a) => PlainRef::Sku(a),
+                Asset::Machine(a) => PlainRef::Machine(a),
+                Asset::Site(a) => PlainRef::Site(a),
+            }
+            .serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Asset {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Asset, D::Error> {
+        use asset_wire::{Plain, Tagged};
+        Ok(if d.is_human_readable() {
+            match Tagged::deserialize(d)? {
+                Tagged::Device(a) => Asset::Device(a),
+                Tagged::Sku(a) => Asset::Sku(a),
+                Tagged::Machine(a) => Asset::Machine(a),
+                Tagged::Site(a) => Asset::Site(a),
+            }
+        } else {
+            match Plain::deserialize(d)? {
+                Plain::Device(a) => Asset::Device(a),
+                Plain::Sku(a) => Asset::Sku(a),
+                Plain::Machine(a) => Asset::Machine(a),
+                Plain::Site(a) => Asset::Site(a),
+            }
+        })
+    }
 }
 
 impl Asset {
@@ -458,14 +556,93 @@ impl Event {
 
     /// The event as one line of JSON, in the wire format [`crate::decode`] reads.
     pub fn to_json_line(&self) -> String {
+        // Absent optional fields are left out rather than written as `null`.
+        fn without_nulls(
+            value: serde_json::Result<serde_json::Value>,
+        ) -> serde_json::Result<String> {
+            let mut value = value?;
+            if let serde_json::Value::Object(map) = &mut value {
+                map.retain(|_, v| !v.is_null());
+            }
+            serde_json::to_string(&value)
+        }
         let result = match self {
             Event::Telemetry(t) => serde_json::to_string(t),
-            Event::Order(o) => serde_json::to_string(o),
-            Event::Stock(s) => serde_json::to_string(s),
-            Event::Asset(a) => serde_json::to_string(a),
+            Event::Order(o) => without_nulls(serde_json::to_value(o)),
+            Event::Stock(s) => without_nulls(serde_json::to_value(s)),
+            Event::Asset(a) => without_nulls(serde_json::to_value(a)),
         };
         // Serializing these plain structs cannot fail: no maps with non-string keys, no floats
         // that are not finite (Micro is an integer).
         result.unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Simulator, SimulatorConfig};
+
+    /// Timely sends events between the processes of a cluster with bincode: every event kind
+    /// must come back equal (JSON conveniences such as internally tagged enums, skipped
+    /// fields or integer-or-float numbers do not survive bincode unless handled).
+    #[test]
+    fn events_survive_bincode() {
+        let mut sim = Simulator::new(SimulatorConfig {
+            machines: 2,
+            ..SimulatorConfig::default()
+        });
+        let mut events = Vec::new();
+        sim.advance(
+            SimulatorConfig::default().start_ms + 86_400_000,
+            &mut events,
+        );
+        events.push(Event::Order(Order {
+            order_id: "o-1".into(),
+            kind: OrderKind::Work,
+            status: OrderStatus::Created,
+            sku: None,
+            qty: 1,
+            warehouse: None,
+            customer_id: None,
+            machine_id: None,
+            device_id: Some("d".into()),
+            reason: None,
+            ts: Timestamp(MIN_EVENT_MS + 1),
+        }));
+        if let Some(Event::Telemetry(t)) = events
+            .iter_mut()
+            .find(|e| e.stream() == StreamKind::Telemetry)
+        {
+            t.metrics.insert("odd".into(), Micro(-1_234_567));
+        }
+        let kinds: std::collections::BTreeSet<StreamKind> =
+            events.iter().map(Event::stream).collect();
+        assert_eq!(
+            kinds.len(),
+            StreamKind::ALL.len(),
+            "every stream is covered"
+        );
+        for event in &events {
+            let bytes = bincode::serialize(event).expect("serialize");
+            let back: Event = bincode::deserialize(&bytes).expect("deserialize");
+            assert_eq!(&back, event);
+        }
+    }
+
+    #[test]
+    fn json_lines_leave_out_absent_fields() {
+        let line = Event::Stock(Stock {
+            warehouse: "W1".into(),
+            sku: "T-1".into(),
+            qty_delta: -2,
+            reason: StockReason::Issue,
+            reference: None,
+            ts: Timestamp(MIN_EVENT_MS),
+        })
+        .to_json_line();
+        assert!(!line.contains("null") && !line.contains("ref"), "{line}");
+        let back = crate::decode::decode(StreamKind::Stock, 0, 0, line.as_bytes());
+        assert!(back.is_ok(), "{line}: {back:?}");
     }
 }
