@@ -1,6 +1,7 @@
 //! Cluster mode with real OS processes on loopback: a 2-process timely cluster over the same
 //! input publishes exactly the views of a 1-process run, and either process answers every
-//! read; a process whose peer dies exits with a clear message instead of hanging.
+//! read; Kafka partitions are read by the workers of both processes; a process whose peer
+//! dies exits with a clear message instead of hanging.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -141,6 +142,28 @@ fn free_ports() -> (u16, u16) {
         a.local_addr().expect("addr").port(),
         b.local_addr().expect("addr").port(),
     )
+}
+
+/// The broker: `$WEARFLOW_TEST_KAFKA`, or one started by `deploy/local/kafka-up`.
+fn brokers() -> String {
+    if let Ok(brokers) = std::env::var("WEARFLOW_TEST_KAFKA") {
+        return brokers;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local/kafka-up");
+    let output = Command::new(script)
+        .output()
+        .expect("run deploy/local/kafka-up");
+    assert!(output.status.success(), "kafka-up failed");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// The record count of an `engine finished: N records, ...` line.
+fn records_of(line: &str) -> u64 {
+    line.trim_start_matches("engine finished: ")
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a record count")
 }
 
 fn simulate(out: &Path) {
@@ -303,5 +326,103 @@ fn a_process_that_loses_its_peer_exits() {
         status.code(),
         Some(3),
         "exit status after losing the peer: {status}"
+    );
+}
+
+#[test]
+fn a_kafka_cluster_spreads_partitions_and_agrees_with_a_replay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input");
+    simulate(&input);
+    let brokers = brokers();
+    let prefix = format!("cluster-{}", std::process::id());
+    let status = Command::new(env!("CARGO_BIN_EXE_wearflow"))
+        .args([
+            "simulate",
+            "--seed",
+            "11",
+            "--machines",
+            "3",
+            "--duration",
+            "1d",
+        ])
+        .args([
+            "--kafka",
+            &brokers,
+            "--topic-prefix",
+            &prefix,
+            "--partitions",
+            "4",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run wearflow simulate --kafka");
+    assert!(status.success(), "simulate --kafka failed: {status}");
+    let http = http_runtime();
+
+    let replay = input.to_str().expect("utf-8 path");
+    let mut single = Engine::start(
+        &dir.path().join("single"),
+        &["--replay", replay, "--serve-after-end"],
+    );
+    let line = single.wait_for("engine finished:", Duration::from_secs(300));
+    let total = records_of(&line);
+    let (single_as_of, single_views) = single.views(&http);
+    single.stop();
+
+    let config = dir.path().join("kafka.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\nstart = \"earliest\"\n\
+             stop_at_end = true\ngroup_id = \"{prefix}\"\n\
+             [source.topics]\ntelemetry = \"{prefix}.telemetry\"\norders = \"{prefix}.orders\"\n\
+             stock = \"{prefix}.stock\"\nassets = \"{prefix}.assets\"\n"
+        ),
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8 path");
+    let (p0, p1) = free_ports();
+    let hosts = dir.path().join("hosts.txt");
+    std::fs::write(&hosts, format!("127.0.0.1:{p0}\n127.0.0.1:{p1}\n")).expect("hosts");
+    let hosts = hosts.to_str().expect("utf-8 path");
+    let cluster: Vec<Engine> = (0..2)
+        .map(|process| {
+            let process = process.to_string();
+            Engine::start(
+                &dir.path().join(format!("process-{process}")),
+                &[
+                    "--config",
+                    config,
+                    "--serve-after-end",
+                    "--process",
+                    &process,
+                    "--hosts",
+                    hosts,
+                ],
+            )
+        })
+        .collect();
+    let mut read = Vec::new();
+    for (process, mut engine) in cluster.into_iter().enumerate() {
+        let line = engine.wait_for("engine finished:", Duration::from_secs(300));
+        let records = records_of(&line);
+        assert!(records > 0, "process {process} read partitions of its own");
+        read.push(records);
+        let (as_of, views) = engine.views(&http);
+        assert_eq!(as_of, single_as_of, "process {process}: as_of");
+        for (name, rows) in &single_views {
+            assert_eq!(
+                views.get(name),
+                Some(rows),
+                "process {process}: view {name} differs from the file replay"
+            );
+        }
+        engine.stop();
+    }
+    assert_eq!(
+        read.iter().sum::<u64>(),
+        total,
+        "every record read once: {read:?}"
     );
 }
