@@ -5,7 +5,8 @@
 //! `wearflow-bench kafka --brokers HOST:PORT` measures the broker's ceilings and wearflow end
 //! to end from Kafka (see `bench/README.md`). `wearflow-bench sql` measures point lookups and
 //! a group-by on a 1,000,000-row view (pgwire and HTTP) and a time-range aggregate over
-//! 10,000,000 archived rows against DuckDB.
+//! 10,000,000 archived rows against DuckDB. `wearflow-bench cluster` compares a replay by 1
+//! process × 2 workers with a 2-process cluster × 1 worker (the real `wearflow` binary).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -13,6 +14,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
+mod cluster;
 mod kafka;
 mod sql;
 use wearflow::config::{ClockConfig, Config, SourceConfig};
@@ -76,6 +78,16 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         idle_ms: u64,
     },
+    /// Scale-out: the same replay by 1 process × 2 workers and by 2 processes × 1 worker
+    /// (needs `cargo build --release -p wearflow` next to this binary).
+    Cluster {
+        /// Machines in the simulated fleet.
+        #[arg(long, default_value_t = 50)]
+        machines: usize,
+        /// Simulated hours (the fleet digs 06:00–22:00).
+        #[arg(long, default_value_t = 12)]
+        hours: u64,
+    },
     /// SQL: point lookups and a group-by on a big live view (pgwire, HTTP), and a
     /// time-range aggregate over the Parquet archive against DuckDB (needs `pip install duckdb`).
     Sql {
@@ -109,6 +121,15 @@ fn peak_rss_bytes() -> Option<u64> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Cluster { machines, hours } => {
+            let dir =
+                std::env::temp_dir().join(format!("wearflow-bench-cluster-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let result = cluster::run(machines, hours, &dir);
+            std::fs::remove_dir_all(&dir).ok();
+            println!("{}", result?);
+            Ok(())
+        }
         Command::Sql {
             view_rows,
             lookups,
