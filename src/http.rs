@@ -16,6 +16,7 @@
 
 mod changes;
 mod cursor;
+pub mod openapi;
 mod sql;
 mod views;
 
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::openapi))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         // `Router::layer` wraps each route after routing, so the matched path is known.
