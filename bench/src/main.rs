@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 mod cluster;
 mod kafka;
+mod limit;
 mod sql;
 use wearflow::config::{ClockConfig, Config, SourceConfig};
 use wearflow::metrics::Metrics;
@@ -77,6 +78,25 @@ enum Command {
         /// frontier back.
         #[arg(long, default_value_t = 200)]
         idle_ms: u64,
+    },
+    /// The ceiling: a minimal differential count and sum per key over the same events.
+    Limit {
+        /// Machines in the simulated fleet.
+        #[arg(long, default_value_t = 50)]
+        machines: usize,
+        /// Simulated hours.
+        #[arg(long, default_value_t = 12)]
+        hours: u64,
+        /// Timely workers.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
+    /// Every benchmark in one run (Kafka only with --brokers): writes
+    /// `bench/results/<date>.json` and prints a table.
+    All {
+        /// A Kafka-protocol broker for the Kafka figures (none = skip them).
+        #[arg(long)]
+        brokers: Option<String>,
     },
     /// Scale-out: the same replay by 1 process × 2 workers and by 2 processes × 1 worker
     /// (needs `cargo build --release -p wearflow` next to this binary).
@@ -172,69 +192,193 @@ fn main() -> anyhow::Result<()> {
             resolution_ms,
             rss_every_secs,
         } => {
-            let data = std::env::temp_dir().join(format!("wearflow-bench-{}", std::process::id()));
-            let config = Config {
-                workers,
-                clock: ClockConfig {
-                    resolution_ms,
-                    ..ClockConfig::default()
-                },
-                data_dir: data.clone(),
-                source: SourceConfig::Simulator {
-                    seed: 1,
-                    machines,
-                    speed: 0.0,
-                    duration_ms: Some(hours * 3_600_000),
-                    start_ms: None,
-                },
-                ..Config::default()
-            };
-            let store = Arc::new(ServingStore::new(runtime::view_schemas()));
-            let started = Instant::now();
-            if rss_every_secs > 0 {
-                let store = Arc::clone(&store);
-                std::thread::spawn(move || {
-                    loop {
-                        std::thread::sleep(std::time::Duration::from_secs(rss_every_secs));
-                        let snapshot = store.snapshot();
-                        let simulated_h =
-                            snapshot.as_of.saturating_sub(SIM_START_MS) as f64 / 3.6e6;
-                        eprintln!(
-                            "rss: wall {:>6.1} s  simulated {:>7.1} h  rss {:>6.0} MiB",
-                            started.elapsed().as_secs_f64(),
-                            simulated_h.max(0.0),
-                            rss_bytes().unwrap_or(0) as f64 / 1048576.0
-                        );
-                    }
-                });
-            }
-            let summary = runtime::run(
-                &config,
-                Arc::clone(&store),
-                Arc::new(Metrics::new()),
-                Arc::new(AtomicBool::new(false)),
-            )?;
-            let seconds = started.elapsed().as_secs_f64();
-            std::fs::remove_dir_all(&data).ok();
-            let snapshot = store.snapshot();
-            let rows: usize = snapshot.views.values().map(|v| v.len()).sum();
-            eprintln!(
-                "ingested {} events in {seconds:.2} s with {workers} workers; {rows} view rows at as_of {}",
-                summary.records, snapshot.as_of
-            );
-            let result = serde_json::json!({
-                "benchmark": "ingest",
-                "machines": machines,
-                "simulated_hours": hours,
-                "workers": workers,
-                "events": summary.records,
-                "seconds": seconds,
-                "events_per_sec": summary.records as f64 / seconds,
-                "peak_rss_bytes": peak_rss_bytes(),
-                "view_rows": rows,
-            });
+            let result = ingest(machines, hours, workers, resolution_ms, rss_every_secs)?;
             println!("{result}");
             Ok(())
         }
+        Command::Limit {
+            machines,
+            hours,
+            workers,
+        } => {
+            println!("{}", limit::run(machines, hours, workers)?);
+            Ok(())
+        }
+        Command::All { brokers } => all(brokers.as_deref()),
     }
+}
+
+/// In-process ingest: simulator → every view → serving store.
+fn ingest(
+    machines: usize,
+    hours: u64,
+    workers: usize,
+    resolution_ms: u64,
+    rss_every_secs: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let data = std::env::temp_dir().join(format!("wearflow-bench-{}", std::process::id()));
+    let config = Config {
+        workers,
+        clock: ClockConfig {
+            resolution_ms,
+            ..ClockConfig::default()
+        },
+        data_dir: data.clone(),
+        source: SourceConfig::Simulator {
+            seed: 1,
+            machines,
+            speed: 0.0,
+            duration_ms: Some(hours * 3_600_000),
+            start_ms: None,
+        },
+        ..Config::default()
+    };
+    let store = Arc::new(ServingStore::new(runtime::view_schemas()));
+    let started = Instant::now();
+    if rss_every_secs > 0 {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(rss_every_secs));
+                let snapshot = store.snapshot();
+                let simulated_h = snapshot.as_of.saturating_sub(SIM_START_MS) as f64 / 3.6e6;
+                eprintln!(
+                    "rss: wall {:>6.1} s  simulated {:>7.1} h  rss {:>6.0} MiB",
+                    started.elapsed().as_secs_f64(),
+                    simulated_h.max(0.0),
+                    rss_bytes().unwrap_or(0) as f64 / 1048576.0
+                );
+            }
+        });
+    }
+    let summary = runtime::run(
+        &config,
+        Arc::clone(&store),
+        Arc::new(Metrics::new()),
+        Arc::new(AtomicBool::new(false)),
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(&data).ok();
+    let snapshot = store.snapshot();
+    let rows: usize = snapshot.views.values().map(|v| v.len()).sum();
+    eprintln!(
+        "ingested {} events in {seconds:.2} s with {workers} workers; {rows} view rows at as_of {}",
+        summary.records, snapshot.as_of
+    );
+    let result = serde_json::json!({
+        "benchmark": "ingest",
+        "machines": machines,
+        "simulated_hours": hours,
+        "workers": workers,
+        "events": summary.records,
+        "seconds": seconds,
+        "events_per_sec": summary.records as f64 / seconds,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "view_rows": rows,
+    });
+    Ok(result)
+}
+
+/// Every benchmark in one run, one JSON file, one table.
+fn all(brokers: Option<&str>) -> anyhow::Result<()> {
+    let mut results = serde_json::Map::new();
+    let mut table: Vec<(String, String)> = Vec::new();
+    let rate = |v: &serde_json::Value, path: &[&str]| {
+        let mut v = v;
+        for p in path {
+            v = &v[*p];
+        }
+        v.as_f64().unwrap_or(f64::NAN)
+    };
+    eprintln!("== ingest");
+    let ingest = ingest(50, 12, 2, 100, 0)?;
+    let ingest_rate = rate(&ingest, &["events_per_sec"]);
+    table.push((
+        "ingest, all views (events/s)".into(),
+        format!("{ingest_rate:.0}"),
+    ));
+    eprintln!("== limit");
+    let limit = limit::run(50, 12, 2)?;
+    let limit_rate = rate(&limit, &["events_per_sec"]);
+    table.push((
+        "minimal differential count+sum (events/s)".into(),
+        format!("{limit_rate:.0}"),
+    ));
+    table.push((
+        "ingest ÷ ceiling".into(),
+        format!("{:.3}", ingest_rate / limit_rate),
+    ));
+    results.insert("ingest".into(), ingest);
+    results.insert("limit".into(), limit);
+    eprintln!("== sql");
+    let dir = std::env::temp_dir().join(format!("wearflow-bench-all-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let sql = runtime.block_on(sql::run(1_000_000, 2_000, 10_000_000, &dir.join("sql")))?;
+    for (name, path) in [
+        (
+            "pgwire point lookup p99 (ms)",
+            &["point_lookup_pgwire", "p99_ms"][..],
+        ),
+        (
+            "HTTP point lookup p99 (ms)",
+            &["point_lookup_http", "p99_ms"][..],
+        ),
+        (
+            "group-by over 1M rows p50 (ms)",
+            &["group_by_1m", "p50_ms"][..],
+        ),
+        (
+            "archive time range ÷ DuckDB",
+            &["archive", "wearflow_over_duckdb"][..],
+        ),
+    ] {
+        table.push((name.into(), format!("{:.3}", rate(&sql, path))));
+    }
+    results.insert("sql".into(), sql);
+    eprintln!("== cluster");
+    std::fs::create_dir_all(dir.join("cluster"))?;
+    match cluster::run(50, 12, &dir.join("cluster")) {
+        Ok(cluster) => {
+            table.push((
+                "2 processes × 1 worker ÷ 1 × 2".into(),
+                format!("{:.3}", rate(&cluster, &["cluster_over_single"])),
+            ));
+            results.insert("cluster".into(), cluster);
+        }
+        Err(e) => eprintln!("cluster skipped: {e}"),
+    }
+    if let Some(brokers) = brokers {
+        eprintln!("== kafka");
+        let kafka = kafka::run(
+            brokers,
+            50,
+            12,
+            4,
+            &[10_000.0, 50_000.0, 100_000.0],
+            10.0,
+            200,
+        )?;
+        results.insert("kafka".into(), kafka);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    let date = std::process::Command::new("date")
+        .arg("+%F")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "latest".into());
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("results")
+        .join(format!("{date}.json"));
+    std::fs::create_dir_all(out.parent().expect("a results directory"))?;
+    std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&serde_json::Value::Object(results))?,
+    )?;
+    println!("| figure | value |\n| --- | --- |");
+    for (name, value) in table {
+        println!("| {name} | {value} |");
+    }
+    println!("written to {}", out.display());
+    Ok(())
 }
