@@ -19,6 +19,14 @@ struct Engine {
     base: String,
 }
 
+impl Drop for Engine {
+    /// A failing test leaves no engine behind.
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
 impl Engine {
     /// Starts `wearflow run` with `args` (plus free HTTP and Postgres ports) in `data`.
     fn start(data: &Path, args: &[&str]) -> Engine {

@@ -7,6 +7,16 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Kills the engine when the test ends, also when it fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
 #[test]
 fn the_api_conforms_to_its_openapi_document() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -19,6 +29,7 @@ fn the_api_conforms_to_its_openapi_document() {
         .spawn()
         .expect("start wearflow demo");
     let stdout = child.stdout.take().expect("stdout");
+    let mut child = KillOnDrop(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -95,10 +106,9 @@ fn the_api_conforms_to_its_openapi_document() {
     // The engine kept serving through the onslaught.
     assert_eq!(get("/health").map(|r| r.status().as_u16()), Some(200));
     assert_eq!(
-        child.try_wait().expect("wait"),
+        child.0.try_wait().expect("wait"),
         None,
         "the demo is still running"
     );
-    child.kill().ok();
-    child.wait().ok();
+    drop(child);
 }

@@ -16,6 +16,16 @@ const EXPENSIVE: [&str; 4] = [
     "SELECT count(*) AS n FROM tooth_wear a, tooth_wear b, tooth_wear c, tooth_wear d, tooth_wear e, tooth_wear f",
 ];
 
+/// Kills the engine when the test ends, also when it fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
 #[test]
 fn a_flood_of_expensive_statements_ends_cleanly_and_ingestion_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -37,6 +47,7 @@ fn a_flood_of_expensive_statements_ends_cleanly_and_ingestion_goes_on() {
         .spawn()
         .expect("start wearflow run");
     let stdout = child.stdout.take().expect("stdout");
+    let child = KillOnDrop(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut base = None;
@@ -156,6 +167,5 @@ fn a_flood_of_expensive_statements_ends_cleanly_and_ingestion_goes_on() {
             .expect("a cheap query after the flood");
         assert_eq!(response.status().as_u16(), 200);
     });
-    child.kill().ok();
-    child.wait().ok();
+    drop(child);
 }
