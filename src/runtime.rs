@@ -156,20 +156,6 @@ enum Control {
     Published,
 }
 
-/// Sends `message` to every process's leader.
-fn tell(
-    control: &mut timely::dataflow::InputHandleVec<u64, (usize, Control)>,
-    leaders: &[usize],
-    message: Control,
-) {
-    for leader in leaders {
-        control.send((*leader, message.clone()));
-    }
-    // Only a new epoch pushes the exchange's buffers out (and wakes the input operator).
-    let next = control.time() + 1;
-    control.advance_to(next);
-}
-
 /// Where worker 0 gets records from.
 enum Driver {
     Simulator {
@@ -668,39 +654,50 @@ impl Shared {
     }
 }
 
-/// A worker's part in ending a run: a leader passes a stop request on and announces when its
-/// process has published the end of input; every worker waits for all processes.
-struct Finishing {
+/// One worker's end of the control dataflow: it sends [`Control`] messages to every
+/// process's leader and, on a leader, passes a stop request on and announces when its
+/// process has published the end of input.
+struct Coordinator {
+    control: timely::dataflow::InputHandleVec<u64, (usize, Control)>,
+    leaders: Vec<usize>,
     leader: bool,
+    /// This process's serving store (to see the end of input published).
+    store: Arc<ServingStore>,
     stop_sent: bool,
     published_sent: bool,
-    processes: usize,
 }
 
-impl Finishing {
-    /// True once every process has published the end of input.
-    fn done(
-        &mut self,
-        shared: &Shared,
-        store: &ServingStore,
-        stop: &AtomicBool,
-        control: &mut timely::dataflow::InputHandleVec<u64, (usize, Control)>,
-        leaders: &[usize],
-    ) -> bool {
-        if self.leader {
-            if !self.stop_sent && stop.load(Ordering::Acquire) {
-                self.stop_sent = true;
-                tell(control, leaders, Control::Stop);
-            }
-            if !self.published_sent
-                && let Some(end) = shared.final_end()
-                && store.snapshot().as_of + 1 >= end
-            {
-                self.published_sent = true;
-                tell(control, leaders, Control::Published);
-            }
+impl Coordinator {
+    /// Sends `message` to every process's leader.
+    fn tell(&mut self, message: Control) {
+        for leader in &self.leaders {
+            self.control.send((*leader, message.clone()));
         }
-        shared.published.load(Ordering::Acquire) >= self.processes
+        // Only a new epoch pushes the exchange's buffers out (and wakes the input operator).
+        let next = self.control.time() + 1;
+        self.control.advance_to(next);
+    }
+
+    /// On a leader, passes this process's stop request on to the cluster, once.
+    fn relay_stop(&mut self, stop: &AtomicBool) {
+        if self.leader && !self.stop_sent && stop.load(Ordering::Acquire) {
+            self.stop_sent = true;
+            self.tell(Control::Stop);
+        }
+    }
+
+    /// True once every process has published the end of input.
+    fn done(&mut self, shared: &Shared, stop: &AtomicBool) -> bool {
+        self.relay_stop(stop);
+        if self.leader
+            && !self.published_sent
+            && let Some(end) = shared.final_end()
+            && self.store.snapshot().as_of + 1 >= end
+        {
+            self.published_sent = true;
+            self.tell(Control::Published);
+        }
+        shared.published.load(Ordering::Acquire) >= self.leaders.len()
     }
 }
 
@@ -787,7 +784,6 @@ pub fn run_with_log(
         None => (None, None),
     };
     let worker_kafka_out = kafka_out.clone();
-    let leaders = topology.leaders();
     let timely_config = topology.timely(config.cluster.as_ref());
     let guards = timely::execute(timely_config, move |worker| {
         if let Some(log) = &log {
@@ -795,7 +791,7 @@ pub fn run_with_log(
         }
         let index = worker.index();
         let leader = index % topology.threads == 0;
-        let leaders = leaders.clone();
+        let leaders = topology.leaders();
         let kafka_out = worker_kafka_out.clone();
         let archive_input = archive_input.clone();
         let mut archive_rows: Vec<Vec<Row>> = StreamKind::ALL.iter().map(|_| Vec::new()).collect();
@@ -803,8 +799,7 @@ pub fn run_with_log(
         let publisher_shared = Arc::clone(&shared);
         let publish_producer = kafka_out.as_ref().map(|k| Arc::clone(&k.producer));
         let mut producer_counted = (0, 0);
-        let driver_store = Arc::clone(&store);
-        let store_for_finish = Arc::clone(&store);
+        let finish_store = Arc::clone(&store);
         let store = Arc::clone(&store);
         let publish_metrics = Arc::clone(&metrics);
         let dataflow_config = config.dataflow.clone();
@@ -930,7 +925,7 @@ pub fn run_with_log(
         let control_id = worker.next_dataflow_index();
         let control_shared = Arc::clone(&shared);
         let control_stop = Arc::clone(&stop);
-        let mut control = worker.dataflow::<u64, _, _>(move |scope| {
+        let control = worker.dataflow::<u64, _, _>(move |scope| {
             let (handle, stream) = scope.new_input::<(usize, Control)>();
             stream.sink(
                 Exchange::new(|(target, _): &(usize, Control)| *target as u64),
@@ -945,11 +940,13 @@ pub fn run_with_log(
             );
             handle
         });
-        let mut finishing = Finishing {
+        let mut coordinator = Coordinator {
+            control,
+            leaders,
             leader,
+            store: finish_store,
             stop_sent: false,
             published_sent: false,
-            processes: topology.processes,
         };
 
         let driver = drivers
@@ -959,7 +956,7 @@ pub fn run_with_log(
             // Nothing to read here: the inputs close and the worker computes its share (and,
             // on a leader, publishes) until every process has published the end of input.
             inputs.close();
-            while !finishing.done(&shared, &store_for_finish, &stop, &mut control, &leaders) {
+            while !coordinator.done(&shared, &stop) {
                 worker.step_or_park(Some(Duration::from_millis(5)));
             }
             worker.drop_dataflow(dataflow_id);
@@ -991,7 +988,7 @@ pub fn run_with_log(
                 for p in driver.asset_partitions() {
                     marks.finish(p);
                 }
-                tell(&mut control, &leaders, Control::Bootstrapped);
+                coordinator.tell(Control::Bootstrapped);
             }
             if bootstrapped
                 && !streaming
@@ -1108,19 +1105,12 @@ pub fn run_with_log(
             }
             driver.report(&metrics);
             let stopping = stop.load(Ordering::Acquire);
-            if stopping && leader && !finishing.stop_sent {
-                finishing.stop_sent = true;
-                tell(&mut control, &leaders, Control::Stop);
-            }
+            coordinator.relay_stop(&stop);
             if !more || stopping {
                 // The end of input is past every reader's newest stamp: wait until every
                 // reader has ended (following the others meanwhile, so as not to hold them
                 // back), advance there, and wait until it is published.
-                tell(
-                    &mut control,
-                    &leaders,
-                    Control::Ended(max_stamp.max(inputs.time()) + 1),
-                );
+                coordinator.tell(Control::Ended(max_stamp.max(inputs.time()) + 1));
                 let end = loop {
                     if let Some(end) = shared.final_end() {
                         break end;
@@ -1142,9 +1132,10 @@ pub fn run_with_log(
             if marks.quiet(now) {
                 next = next.max(shared.hint.load(Ordering::Acquire));
             }
-            if next > sent_hint {
+            // Only another reader follows a hint.
+            if shared.readers > 1 && next > sent_hint {
                 sent_hint = next;
-                tell(&mut control, &leaders, Control::Hint(next));
+                coordinator.tell(Control::Hint(next));
             }
             if next > inputs.time() {
                 inputs.advance_to(next);
@@ -1171,7 +1162,7 @@ pub fn run_with_log(
         // Wait until every process has published the end of input. What the dataflow would
         // still compute (window expiries past the end) is never published: drop it on every
         // worker.
-        while !finishing.done(&shared, &driver_store, &stop, &mut control, &leaders) {
+        while !coordinator.done(&shared, &stop) {
             worker.step_or_park(Some(Duration::from_millis(1)));
         }
         drop(inputs);

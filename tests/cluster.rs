@@ -4,152 +4,41 @@
 //! dies exits with a clear message instead of hanging.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value as Json;
+#[path = "common/process.rs"]
+mod process;
+use process::Engine;
 
-/// A running `wearflow` process and the lines it printed so far.
-struct Engine {
-    child: Child,
-    lines: Receiver<String>,
-    base: String,
-}
-
-impl Drop for Engine {
-    /// A failing test leaves no engine behind.
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-impl Engine {
-    /// Starts `wearflow run` with `args` (plus free HTTP and Postgres ports) in `data`.
-    fn start(data: &Path, args: &[&str]) -> Engine {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wearflow"))
-            .arg("run")
-            .args(args)
-            .args(["--http", "127.0.0.1:0", "--pg", "127.0.0.1:0"])
-            .env("WEARFLOW_DATA_DIR", data)
-            .env("WEARFLOW_WORKERS", "2")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start wearflow run");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut engine = Engine {
-            child,
-            lines,
-            base: String::new(),
-        };
-        let line = engine.wait_for("wearflow is serving on ", Duration::from_secs(60));
-        engine.base = line
-            .trim_start_matches("wearflow is serving on ")
-            .trim()
-            .to_string();
-        engine
-    }
-
-    /// Waits for a printed line starting with `prefix`.
-    fn wait_for(&mut self, prefix: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => {}
-                Err(_) => {
-                    self.child.kill().ok();
-                    panic!("no line starting with `{prefix}` within {within:?}");
-                }
-            }
-        }
-    }
-
-    /// Every view's rows (all pages) and the snapshot's `as_of`.
-    fn views(&self, http: &tokio::runtime::Runtime) -> (i64, BTreeMap<String, Vec<String>>) {
-        http.block_on(async {
-            let client = reqwest::Client::new();
-            let list: Json = client
-                .get(format!("{}/views", self.base))
-                .send()
-                .await
-                .expect("GET /views")
-                .json()
-                .await
-                .expect("views json");
-            let as_of = list["as_of"].as_i64().expect("as_of");
-            let mut views = BTreeMap::new();
-            for view in list["views"].as_array().expect("views") {
-                if view["kind"] == "query" {
-                    continue;
-                }
-                let name = view["name"].as_str().expect("name").to_string();
-                let mut rows = Vec::new();
-                let mut cursor: Option<String> = None;
-                loop {
-                    let mut url = format!("{}/views/{name}?limit=10000", self.base);
-                    if let Some(c) = &cursor {
-                        url.push_str(&format!("&cursor={c}"));
-                    }
-                    let page: Json = client
-                        .get(url)
-                        .send()
-                        .await
-                        .expect("GET a view")
-                        .json()
-                        .await
-                        .expect("view json");
-                    assert_eq!(page["as_of"].as_i64(), Some(as_of), "one snapshot");
-                    for row in page["rows"].as_array().expect("rows") {
-                        rows.push(row.to_string());
-                    }
-                    match page["next_cursor"].as_str() {
-                        Some(next) => cursor = Some(next.to_string()),
-                        None => break,
-                    }
-                }
-                rows.sort();
-                views.insert(name, rows);
-            }
-            (as_of, views)
-        })
-    }
-
-    fn stop(mut self) {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .ok();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-/// Two free loopback ports for timely's own connections.
-fn free_ports() -> (u16, u16) {
+/// Starts a 2-process cluster on loopback, each process `wearflow run ARGS --process I
+/// --hosts FILE` in a directory of its own under `dir`.
+fn start_cluster(dir: &Path, args: &[&str]) -> Vec<Engine> {
+    // Two free loopback ports for timely's own connections.
     let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let b = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    (
-        a.local_addr().expect("addr").port(),
-        b.local_addr().expect("addr").port(),
+    let hosts = dir.join("hosts.txt");
+    std::fs::write(
+        &hosts,
+        format!(
+            "{}\n{}\n",
+            a.local_addr().expect("addr"),
+            b.local_addr().expect("addr")
+        ),
     )
+    .expect("hosts");
+    drop((a, b));
+    let hosts = hosts.to_str().expect("utf-8 path");
+    (0..2)
+        .map(|process| {
+            let process = process.to_string();
+            let mut full = vec!["run"];
+            full.extend_from_slice(args);
+            full.extend_from_slice(&["--process", &process, "--hosts", hosts]);
+            Engine::start(&dir.join(format!("process-{process}")), &full)
+        })
+        .collect()
 }
 
 /// The broker: `$WEARFLOW_TEST_KAFKA`, or one started by `deploy/local/kafka-up`.
@@ -210,7 +99,7 @@ fn two_processes_publish_the_views_of_one() {
 
     let mut single = Engine::start(
         &dir.path().join("single"),
-        &["--replay", replay, "--serve-after-end"],
+        &["run", "--replay", replay, "--serve-after-end"],
     );
     single.wait_for("engine finished:", Duration::from_secs(300));
     let (single_as_of, single_views) = single.views(&http);
@@ -228,27 +117,7 @@ fn two_processes_publish_the_views_of_one() {
         );
     }
 
-    let (p0, p1) = free_ports();
-    let hosts = dir.path().join("hosts.txt");
-    std::fs::write(&hosts, format!("127.0.0.1:{p0}\n127.0.0.1:{p1}\n")).expect("hosts");
-    let hosts = hosts.to_str().expect("utf-8 path");
-    let cluster: Vec<Engine> = (0..2)
-        .map(|process| {
-            let process = process.to_string();
-            Engine::start(
-                &dir.path().join(format!("process-{process}")),
-                &[
-                    "--replay",
-                    replay,
-                    "--serve-after-end",
-                    "--process",
-                    &process,
-                    "--hosts",
-                    hosts,
-                ],
-            )
-        })
-        .collect();
+    let cluster = start_cluster(dir.path(), &["--replay", replay, "--serve-after-end"]);
     let mut answers = Vec::new();
     for mut engine in cluster {
         engine.wait_for("engine finished:", Duration::from_secs(300));
@@ -276,10 +145,6 @@ fn two_processes_publish_the_views_of_one() {
 #[test]
 fn a_process_that_loses_its_peer_exits() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (p0, p1) = free_ports();
-    let hosts = dir.path().join("hosts.txt");
-    std::fs::write(&hosts, format!("127.0.0.1:{p0}\n127.0.0.1:{p1}\n")).expect("hosts");
-    let hosts = hosts.to_str().expect("utf-8 path");
     // A live simulator (no end) read by process 0.
     let config = dir.path().join("live.toml");
     std::fs::write(
@@ -288,15 +153,7 @@ fn a_process_that_loses_its_peer_exits() {
     )
     .expect("config");
     let config = config.to_str().expect("utf-8 path");
-    let mut engines: Vec<Engine> = (0..2)
-        .map(|process| {
-            let process = process.to_string();
-            Engine::start(
-                &dir.path().join(format!("process-{process}")),
-                &["--config", config, "--process", &process, "--hosts", hosts],
-            )
-        })
-        .collect();
+    let mut engines = start_cluster(dir.path(), &["--config", config]);
     // Both serve once the cluster publishes.
     let http = http_runtime();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -371,7 +228,7 @@ fn a_kafka_cluster_spreads_partitions_and_agrees_with_a_replay() {
     let replay = input.to_str().expect("utf-8 path");
     let mut single = Engine::start(
         &dir.path().join("single"),
-        &["--replay", replay, "--serve-after-end"],
+        &["run", "--replay", replay, "--serve-after-end"],
     );
     let line = single.wait_for("engine finished:", Duration::from_secs(300));
     let total = records_of(&line);
@@ -390,27 +247,7 @@ fn a_kafka_cluster_spreads_partitions_and_agrees_with_a_replay() {
     )
     .expect("config");
     let config = config.to_str().expect("utf-8 path");
-    let (p0, p1) = free_ports();
-    let hosts = dir.path().join("hosts.txt");
-    std::fs::write(&hosts, format!("127.0.0.1:{p0}\n127.0.0.1:{p1}\n")).expect("hosts");
-    let hosts = hosts.to_str().expect("utf-8 path");
-    let cluster: Vec<Engine> = (0..2)
-        .map(|process| {
-            let process = process.to_string();
-            Engine::start(
-                &dir.path().join(format!("process-{process}")),
-                &[
-                    "--config",
-                    config,
-                    "--serve-after-end",
-                    "--process",
-                    &process,
-                    "--hosts",
-                    hosts,
-                ],
-            )
-        })
-        .collect();
+    let cluster = start_cluster(dir.path(), &["--config", config, "--serve-after-end"]);
     let mut read = Vec::new();
     for (process, mut engine) in cluster.into_iter().enumerate() {
         let line = engine.wait_for("engine finished:", Duration::from_secs(300));

@@ -3,44 +3,18 @@
 //! answer is a server error and every answer matches the documented status codes, content
 //! types and schemas. `scripts/test` installs schemathesis.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Kills the engine when the test ends, also when it fails.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
+#[path = "common/process.rs"]
+mod process;
+use process::Engine;
 
 #[test]
 fn the_api_conforms_to_its_openapi_document() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wearflow"))
-        .args(["demo", "--http", "127.0.0.1:0", "--pg", "127.0.0.1:0"])
-        .args(["--machines", "3", "--speed", "600"])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start wearflow demo");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut child = KillOnDrop(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("wearflow is serving on ") {
-                tx.send(rest.trim().to_string()).ok();
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the demo prints its address");
+    let mut engine = Engine::start(dir.path(), &["demo", "--machines", "3", "--speed", "600"]);
+    let base = engine.base.clone();
     let http = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -106,9 +80,9 @@ fn the_api_conforms_to_its_openapi_document() {
     // The engine kept serving through the onslaught.
     assert_eq!(get("/health").map(|r| r.status().as_u16()), Some(200));
     assert_eq!(
-        child.0.try_wait().expect("wait"),
+        engine.child.try_wait().expect("wait"),
         None,
         "the demo is still running"
     );
-    drop(child);
+    drop(engine);
 }

@@ -3,11 +3,14 @@
 //! Each ends within its time or memory limit with a clean error (or its rows); none is a
 //! server error; ingestion keeps publishing meanwhile; and the engine answers afterwards.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
+
+#[path = "common/process.rs"]
+mod process;
+use process::Engine;
 
 const EXPENSIVE: [&str; 4] = [
     "SELECT count(*) AS n FROM generate_series(1, 3000000000)",
@@ -15,16 +18,6 @@ const EXPENSIVE: [&str; 4] = [
     "SELECT value FROM generate_series(1, 50000000) ORDER BY value DESC",
     "SELECT count(*) AS n FROM tooth_wear a, tooth_wear b, tooth_wear c, tooth_wear d, tooth_wear e, tooth_wear f",
 ];
-
-/// Kills the engine when the test ends, also when it fails.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
 
 #[test]
 fn a_flood_of_expensive_statements_ends_cleanly_and_ingestion_goes_on() {
@@ -37,34 +30,14 @@ fn a_flood_of_expensive_statements_ends_cleanly_and_ingestion_goes_on() {
          memory_limit_bytes = 33554432\n",
     )
     .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wearflow"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .args(["--http", "127.0.0.1:0"])
-        .env("WEARFLOW_DATA_DIR", dir.path().join("data"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start wearflow run");
-    let stdout = child.stdout.take().expect("stdout");
-    let child = KillOnDrop(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut base = None;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("wearflow is serving on ") {
-                base = Some(rest.trim().to_string());
-            }
-            if let Some(rest) = line.trim().strip_prefix("postgres: psql \"") {
-                tx.send((base.clone(), rest.trim_end_matches('"').to_string()))
-                    .ok();
-            }
-        }
-    });
-    let (base, conninfo) = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the engine prints its addresses");
-    let base = base.expect("an HTTP address");
+    let config = config.to_str().expect("utf-8 path");
+    let mut engine = Engine::start(&dir.path().join("data"), &["run", "--config", config]);
+    let base = engine.base.clone();
+    let conninfo = engine
+        .wait_for("postgres: psql \"", Duration::from_secs(60))
+        .trim_start_matches("postgres: psql \"")
+        .trim_end_matches('"')
+        .to_string();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -167,5 +140,5 @@ fn a_flood_of_expensive_statements_ends_cleanly_and_ingestion_goes_on() {
             .expect("a cheap query after the flood");
         assert_eq!(response.status().as_u16(), 200);
     });
-    drop(child);
+    drop(engine);
 }
