@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 mod cluster;
 mod kafka;
@@ -33,16 +33,29 @@ struct Cli {
     command: Command,
 }
 
+/// The simulated fleet a benchmark runs on.
+#[derive(Args, Clone, Copy, Debug)]
+struct Fleet {
+    /// Machines in the simulated fleet.
+    #[arg(long, default_value_t = 50)]
+    machines: usize,
+    /// Simulated hours (the fleet digs 06:00–22:00).
+    #[arg(long, default_value_t = 12)]
+    hours: u64,
+}
+
+/// The fleet of `wearflow-bench all`: the defaults above.
+const DEFAULT_FLEET: Fleet = Fleet {
+    machines: 50,
+    hours: 12,
+};
+
 #[derive(Subcommand)]
 enum Command {
     /// In-process ingest: simulator → all views → serving store, as fast as possible.
     Ingest {
-        /// Machines in the simulated fleet.
-        #[arg(long, default_value_t = 50)]
-        machines: usize,
-        /// Simulated hours to ingest (the fleet digs 06:00–22:00).
-        #[arg(long, default_value_t = 12)]
-        hours: u64,
+        #[command(flatten)]
+        fleet: Fleet,
         /// Timely workers.
         #[arg(long, default_value_t = 2)]
         workers: usize,
@@ -59,12 +72,8 @@ enum Command {
         /// Bootstrap servers of the broker to measure.
         #[arg(long, default_value = "127.0.0.1:9092")]
         brokers: String,
-        /// Machines in the simulated fleet.
-        #[arg(long, default_value_t = 50)]
-        machines: usize,
-        /// Simulated hours produced.
-        #[arg(long, default_value_t = 12)]
-        hours: u64,
+        #[command(flatten)]
+        fleet: Fleet,
         /// Partitions per topic.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
@@ -81,12 +90,8 @@ enum Command {
     },
     /// The ceiling: a minimal differential count and sum per key over the same events.
     Limit {
-        /// Machines in the simulated fleet.
-        #[arg(long, default_value_t = 50)]
-        machines: usize,
-        /// Simulated hours.
-        #[arg(long, default_value_t = 12)]
-        hours: u64,
+        #[command(flatten)]
+        fleet: Fleet,
         /// Timely workers.
         #[arg(long, default_value_t = 2)]
         workers: usize,
@@ -101,12 +106,8 @@ enum Command {
     /// Scale-out: the same replay by 1 process × 2 workers and by 2 processes × 1 worker
     /// (needs `cargo build --release -p wearflow` next to this binary).
     Cluster {
-        /// Machines in the simulated fleet.
-        #[arg(long, default_value_t = 50)]
-        machines: usize,
-        /// Simulated hours (the fleet digs 06:00–22:00).
-        #[arg(long, default_value_t = 12)]
-        hours: u64,
+        #[command(flatten)]
+        fleet: Fleet,
     },
     /// SQL: point lookups and a group-by on a big live view (pgwire, HTTP), and a
     /// time-range aggregate over the Parquet archive against DuckDB (needs `pip install duckdb`).
@@ -141,7 +142,9 @@ fn peak_rss_bytes() -> Option<u64> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Cluster { machines, hours } => {
+        Command::Cluster {
+            fleet: Fleet { machines, hours },
+        } => {
             let dir =
                 std::env::temp_dir().join(format!("wearflow-bench-cluster-{}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
@@ -166,8 +169,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Kafka {
             brokers,
-            machines,
-            hours,
+            fleet: Fleet { machines, hours },
             partitions,
             rates,
             rate_seconds,
@@ -186,8 +188,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ingest {
-            machines,
-            hours,
+            fleet: Fleet { machines, hours },
             workers,
             resolution_ms,
             rss_every_secs,
@@ -197,8 +198,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Limit {
-            machines,
-            hours,
+            fleet: Fleet { machines, hours },
             workers,
         } => {
             println!("{}", limit::run(machines, hours, workers)?);
@@ -291,14 +291,15 @@ fn all(brokers: Option<&str>) -> anyhow::Result<()> {
         v.as_f64().unwrap_or(f64::NAN)
     };
     eprintln!("== ingest");
-    let ingest = ingest(50, 12, 2, 100, 0)?;
+    let Fleet { machines, hours } = DEFAULT_FLEET;
+    let ingest = ingest(machines, hours, 2, 100, 0)?;
     let ingest_rate = rate(&ingest, &["events_per_sec"]);
     table.push((
         "ingest, all views (events/s)".into(),
         format!("{ingest_rate:.0}"),
     ));
     eprintln!("== limit");
-    let limit = limit::run(50, 12, 2)?;
+    let limit = limit::run(machines, hours, 2)?;
     let limit_rate = rate(&limit, &["events_per_sec"]);
     table.push((
         "minimal differential count+sum (events/s)".into(),
@@ -338,7 +339,7 @@ fn all(brokers: Option<&str>) -> anyhow::Result<()> {
     results.insert("sql".into(), sql);
     eprintln!("== cluster");
     std::fs::create_dir_all(dir.join("cluster"))?;
-    match cluster::run(50, 12, &dir.join("cluster")) {
+    match cluster::run(machines, hours, &dir.join("cluster")) {
         Ok(cluster) => {
             table.push((
                 "2 processes × 1 worker ÷ 1 × 2".into(),
@@ -352,8 +353,8 @@ fn all(brokers: Option<&str>) -> anyhow::Result<()> {
         eprintln!("== kafka");
         let kafka = kafka::run(
             brokers,
-            50,
-            12,
+            machines,
+            hours,
             4,
             &[10_000.0, 50_000.0, 100_000.0],
             10.0,
