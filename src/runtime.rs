@@ -737,6 +737,17 @@ pub fn run(
     run_with_log(config, store, metrics, stop, None)
 }
 
+/// [`run`] to the end of the input, with metrics of its own and no stop signal (batch
+/// replays, tests and benchmarks).
+pub fn run_to_end(config: &Config, store: Arc<ServingStore>) -> Result<RunSummary, RuntimeError> {
+    run(
+        config,
+        store,
+        Arc::new(Metrics::new()),
+        Arc::new(AtomicBool::new(false)),
+    )
+}
+
 /// [`run`], with every worker's operators and arrangement sizes recorded in `log` (for
 /// `GET /dataflows`).
 pub fn run_with_log(

@@ -7,12 +7,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use serde_json::Value as Json;
 use tokio_postgres::NoTls;
 use wearflow::config::{Config, SourceConfig, SqlConfig};
-use wearflow::metrics::Metrics;
 use wearflow::runtime;
 use wearflow_sinks::ServingStore;
 
@@ -218,13 +216,7 @@ fn dashboard_and_runbook_sql_runs_against_the_real_views() {
         ..Config::default()
     };
     let store = Arc::new(ServingStore::new(runtime::view_schemas()));
-    runtime::run(
-        &config,
-        Arc::clone(&store),
-        Arc::new(Metrics::new()),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .expect("engine run");
+    runtime::run_to_end(&config, Arc::clone(&store)).expect("engine run");
 
     let tokio = tokio::runtime::Runtime::new().expect("tokio");
     tokio.block_on(async {

@@ -21,15 +21,15 @@ use wearflow_sources::{
 };
 
 /// One message to produce: stream, event time, key, payload.
-struct Message {
+pub(crate) struct Message {
     stream: StreamKind,
-    ts: u64,
+    pub(crate) ts: u64,
     key: String,
     payload: String,
 }
 
 impl Message {
-    fn send(&self, producer: &Producer, topics: &KafkaTopics) -> anyhow::Result<()> {
+    pub(crate) fn send(&self, producer: &Producer, topics: &KafkaTopics) -> anyhow::Result<()> {
         producer.send(
             topics.of(self.stream),
             Some(self.key.as_bytes()),
@@ -47,18 +47,22 @@ fn messages(machines: usize, hours: u64) -> Vec<Message> {
         ..SimulatorConfig::default()
     };
     let (events, _) = simulate(config, hours * 3_600_000);
-    events
-        .iter()
-        .map(|e: &Event| Message {
+    events.iter().map(Message::of).collect()
+}
+
+impl Message {
+    /// The message of an event: keyed as wearflow's own producer keys it.
+    pub(crate) fn of(e: &Event) -> Message {
+        Message {
             stream: e.stream(),
             ts: e.ts_ms(),
             key: event_key(e),
             payload: e.to_json_line(),
-        })
-        .collect()
+        }
+    }
 }
 
-fn topics(tag: &str) -> KafkaTopics {
+pub(crate) fn topics(tag: &str) -> KafkaTopics {
     let prefix = format!("bench-{}-{tag}", std::process::id());
     KafkaTopics {
         telemetry: format!("{prefix}.telemetry"),
@@ -68,7 +72,7 @@ fn topics(tag: &str) -> KafkaTopics {
     }
 }
 
-fn create(brokers: &str, topics: &KafkaTopics, partitions: i32) -> anyhow::Result<()> {
+pub(crate) fn create(brokers: &str, topics: &KafkaTopics, partitions: i32) -> anyhow::Result<()> {
     let names: Vec<&str> = StreamKind::ALL.iter().map(|s| topics.of(*s)).collect();
     ensure_topics(brokers, &BTreeMap::new(), &names, partitions, &[])?;
     Ok(())
@@ -130,7 +134,12 @@ fn consume_all(brokers: &str, topics: &KafkaTopics) -> anyhow::Result<(u64, f64)
     Ok((count, started.elapsed().as_secs_f64()))
 }
 
-fn engine_config(brokers: &str, topics: &KafkaTopics, stop_at_end: bool, idle_ms: u64) -> Config {
+pub(crate) fn engine_config(
+    brokers: &str,
+    topics: &KafkaTopics,
+    stop_at_end: bool,
+    idle_ms: u64,
+) -> Config {
     Config {
         workers: 2,
         data_dir: std::env::temp_dir().join(format!("wearflow-bench-kafka-{}", std::process::id())),
@@ -149,7 +158,45 @@ fn engine_config(brokers: &str, topics: &KafkaTopics, stop_at_end: bool, idle_ms
     }
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+/// An engine running on a thread of its own until it is stopped.
+pub(crate) struct LiveEngine {
+    /// Its serving store.
+    pub(crate) store: Arc<ServingStore>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<runtime::RunSummary, runtime::RuntimeError>>,
+}
+
+impl LiveEngine {
+    pub(crate) fn start(config: Config) -> LiveEngine {
+        let store = Arc::new(ServingStore::new(runtime::view_schemas()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+            std::thread::spawn(move || runtime::run(&config, store, Arc::new(Metrics::new()), stop))
+        };
+        LiveEngine {
+            store,
+            stop,
+            thread,
+        }
+    }
+
+    /// Whether the engine has ended (on its own: an error).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Stops the engine and waits for it to drain.
+    pub(crate) fn stop(self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Release);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("engine panicked"))??;
+        Ok(())
+    }
+}
+
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -170,13 +217,8 @@ fn fixed_rate(
     let topics = topics(&format!("rate{}", rate as u64));
     create(brokers, &topics, partitions)?;
     let config = engine_config(brokers, &topics, false, idle_ms);
-    let store = Arc::new(ServingStore::new(runtime::view_schemas()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let engine = {
-        let store = Arc::clone(&store);
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || runtime::run(&config, store, Arc::new(Metrics::new()), stop))
-    };
+    let engine = LiveEngine::start(config);
+    let store = Arc::clone(&engine.store);
     // (visible-at stamp, send instant) of every event produced, in produce order.
     let sent: Arc<Mutex<VecDeque<(u64, Instant)>>> = Arc::new(Mutex::new(VecDeque::new()));
     let latencies = Arc::new(Mutex::new(Vec::new()));
@@ -245,10 +287,7 @@ fn fixed_rate(
             store.snapshot().as_of
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    engine
-        .join()
-        .map_err(|_| anyhow::anyhow!("engine panicked"))??;
+    engine.stop()?;
     watcher_done.store(true, Ordering::Release);
     watcher.join().ok();
     let mut latencies = latencies.lock().map(|l| l.clone()).unwrap_or_default();

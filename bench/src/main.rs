@@ -9,7 +9,6 @@
 //! process × 2 workers with a 2-process cluster × 1 worker (the real `wearflow` binary).
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
@@ -17,9 +16,9 @@ use clap::{Args, Parser, Subcommand};
 mod cluster;
 mod kafka;
 mod limit;
+mod peers;
 mod sql;
 use wearflow::config::{ClockConfig, Config, SourceConfig};
-use wearflow::metrics::Metrics;
 use wearflow::runtime;
 use wearflow_sinks::ServingStore;
 
@@ -102,6 +101,33 @@ enum Command {
         /// A Kafka-protocol broker for the Kafka figures (none = skip them).
         #[arg(long)]
         brokers: Option<String>,
+    },
+    /// Peers on the same work: wearflow, Pathway and a DuckDB recompute over the same files
+    /// (throughput, agreement of the answers), and the update latency after a batch at each
+    /// history size against DuckDB's recompute (wearflow's side needs --brokers). Installs
+    /// the peers with `bench/peers/setup`.
+    Peers {
+        #[command(flatten)]
+        fleet: Fleet,
+        /// History sizes (events) for the update latency; empty = skip it.
+        #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+        history: Vec<usize>,
+        /// Events per batch.
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+        /// Batches per history size.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// A Kafka-protocol broker for wearflow's update latency.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Leave Pathway out.
+        #[arg(long)]
+        skip_pathway: bool,
+        /// wearflow's idle timeout (ms) in the update latency: the batch's newest events are
+        /// readable once their partition has been quiet this long.
+        #[arg(long, default_value_t = 20)]
+        idle_ms: u64,
     },
     /// Scale-out: the same replay by 1 process × 2 workers and by 2 processes × 1 worker
     /// (needs `cargo build --release -p wearflow` next to this binary).
@@ -204,6 +230,28 @@ fn main() -> anyhow::Result<()> {
             println!("{}", limit::run(machines, hours, workers)?);
             Ok(())
         }
+        Command::Peers {
+            fleet: Fleet { machines, hours },
+            history,
+            batch,
+            reps,
+            brokers,
+            skip_pathway,
+            idle_ms,
+        } => {
+            let plan = peers::Plan {
+                machines,
+                hours,
+                history: &history,
+                batch,
+                reps,
+                brokers: brokers.as_deref(),
+                skip_pathway,
+                idle_ms,
+            };
+            println!("{}", peers::run(&plan)?);
+            Ok(())
+        }
         Command::All { brokers } => all(brokers.as_deref()),
     }
 }
@@ -251,12 +299,7 @@ fn ingest(
             }
         });
     }
-    let summary = runtime::run(
-        &config,
-        Arc::clone(&store),
-        Arc::new(Metrics::new()),
-        Arc::new(AtomicBool::new(false)),
-    )?;
+    let summary = runtime::run_to_end(&config, Arc::clone(&store))?;
     let seconds = started.elapsed().as_secs_f64();
     std::fs::remove_dir_all(&data).ok();
     let snapshot = store.snapshot();
@@ -360,7 +403,52 @@ fn all(brokers: Option<&str>) -> anyhow::Result<()> {
             10.0,
             200,
         )?;
+        table.push((
+            "Kafka end to end ÷ broker consume ceiling".into(),
+            format!("{:.3}", rate(&kafka, &["e2e_share_of_consume_ceiling"])),
+        ));
         results.insert("kafka".into(), kafka);
+    }
+    eprintln!("== peers");
+    let plan = peers::Plan {
+        machines,
+        hours,
+        history: &[1_000_000, 10_000_000],
+        batch: 1_000,
+        reps: 5,
+        brokers,
+        skip_pathway: false,
+        idle_ms: 20,
+    };
+    match peers::run(&plan) {
+        Ok(peers) => {
+            let throughput = &peers["throughput"];
+            for peer in ["pathway", "duckdb"] {
+                table.push((
+                    format!("wearflow ÷ {peer} throughput (answers agree)"),
+                    format!(
+                        "{:.3} ({})",
+                        rate(throughput, &[peer, "wearflow_over_peer"]),
+                        throughput[peer]["agrees_with_wearflow"]
+                    ),
+                ));
+            }
+            for row in peers["update_latency"]["by_history"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                table.push((
+                    format!(
+                        "update after a batch at {} events: DuckDB ÷ wearflow",
+                        row["history"]
+                    ),
+                    format!("{:.1}", rate(row, &["duckdb_over_wearflow"])),
+                ));
+            }
+            results.insert("peers".into(), peers);
+        }
+        Err(e) => eprintln!("peers skipped: {e}"),
     }
     std::fs::remove_dir_all(&dir).ok();
     let date = std::process::Command::new("date")
