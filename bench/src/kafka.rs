@@ -13,6 +13,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use wearflow::config::{ClockConfig, Config, SourceConfig};
 use wearflow::metrics::Metrics;
 use wearflow::runtime;
+use wearflow_operators::time::ceil_to;
 use wearflow_sinks::ServingStore;
 use wearflow_sinks::kafka::Producer;
 use wearflow_sources::kafka::{ensure_topics, event_key};
@@ -29,6 +30,16 @@ pub(crate) struct Message {
 }
 
 impl Message {
+    /// The message of an event: keyed as wearflow's own producer keys it.
+    pub(crate) fn of(e: &Event) -> Message {
+        Message {
+            stream: e.stream(),
+            ts: e.ts_ms(),
+            key: event_key(e),
+            payload: e.to_json_line(),
+        }
+    }
+
     pub(crate) fn send(&self, producer: &Producer, topics: &KafkaTopics) -> anyhow::Result<()> {
         producer.send(
             topics.of(self.stream),
@@ -48,18 +59,6 @@ fn messages(machines: usize, hours: u64) -> Vec<Message> {
     };
     let (events, _) = simulate(config, hours * 3_600_000);
     events.iter().map(Message::of).collect()
-}
-
-impl Message {
-    /// The message of an event: keyed as wearflow's own producer keys it.
-    pub(crate) fn of(e: &Event) -> Message {
-        Message {
-            stream: e.stream(),
-            ts: e.ts_ms(),
-            key: event_key(e),
-            payload: e.to_json_line(),
-        }
-    }
 }
 
 pub(crate) fn topics(tag: &str) -> KafkaTopics {
@@ -217,6 +216,7 @@ fn fixed_rate(
     let topics = topics(&format!("rate{}", rate as u64));
     create(brokers, &topics, partitions)?;
     let config = engine_config(brokers, &topics, false, idle_ms);
+    let resolution_ms = config.clock.resolution_ms;
     let engine = LiveEngine::start(config);
     let store = Arc::clone(&engine.store);
     // (visible-at stamp, send instant) of every event produced, in produce order.
@@ -258,7 +258,7 @@ fn fixed_rate(
             break;
         }
         // Reference data has no time: it is visible at the next snapshot.
-        let stamp = m.ts.div_ceil(100) * 100;
+        let stamp = ceil_to(m.ts, resolution_ms);
         sent.lock()
             .unwrap_or_else(|e| e.into_inner())
             .push_back((stamp, Instant::now()));

@@ -20,6 +20,7 @@ use anyhow::Context as _;
 use serde_json::{Value as Json, json};
 use wearflow::config::{Config, SourceConfig};
 use wearflow::runtime;
+use wearflow_operators::time::ceil_to;
 use wearflow_sinks::ServingStore;
 use wearflow_sinks::json::row_to_json;
 use wearflow_sinks::kafka::Producer;
@@ -205,9 +206,10 @@ fn wearflow_update_latency(
     );
     let config = kafka::engine_config(brokers, &topics, false, idle_ms);
     let data_dir = config.data_dir.clone();
+    let resolution_ms = config.clock.resolution_ms;
     let engine = LiveEngine::start(config);
     let store = Arc::clone(&engine.store);
-    let stamp = |ts: u64| ts.div_ceil(100) * 100;
+    let stamp = |ts: u64| ceil_to(ts, resolution_ms);
     let wait_for = |target: u64, limit: Duration| -> anyhow::Result<Duration> {
         let begun = Instant::now();
         while store.snapshot().as_of < target {
