@@ -32,6 +32,12 @@ pub struct Config {
     pub archive: ArchiveConfig,
     /// A timely cluster of several processes (none = this process alone).
     pub cluster: Option<ClusterConfig>,
+    /// The failure model directory (`wearflow train --out`), loaded at start and on
+    /// `POST /models/reload`; none = predictions from physics (hours to the wear limit).
+    pub model_dir: Option<PathBuf>,
+    /// The loaded model (runtime wiring, not configuration).
+    #[serde(skip)]
+    pub models: wearflow_dataflows::model::ModelSlot,
 }
 
 /// Cluster mode (`[cluster]`, or `wearflow run --process I --hosts FILE`): this process is
@@ -93,6 +99,8 @@ impl Default for Config {
             sql: SqlConfig::default(),
             archive: ArchiveConfig::default(),
             cluster: None,
+            model_dir: None,
+            models: Default::default(),
         }
     }
 }

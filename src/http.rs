@@ -63,6 +63,8 @@ pub struct AppState {
     pub sql: Option<SqlState>,
     /// The operators and arrangements of the running dataflow (none: `GET /dataflows` is 404).
     pub dataflows: Option<Arc<DataflowLog>>,
+    /// The engine's failure model (`GET /models`, `POST /models/reload`).
+    pub models: wearflow_dataflows::model::ModelSlot,
 }
 
 /// The API's routes, with JSON fallbacks for unknown paths (404) and methods (405) and the
@@ -79,6 +81,8 @@ pub fn router(state: AppState) -> Router {
         .route("/views/{name}/{key}", get(views::get_row))
         .route("/sql", post(sql::post_sql))
         .route("/dataflows", get(dataflows))
+        .route("/models", get(models))
+        .route("/models/reload", post(reload_model))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -234,6 +238,61 @@ async fn dataflows(State(state): State<AppState>) -> Response {
             StatusCode::NOT_FOUND,
             "not_found",
             "this server runs no dataflow",
+            as_of,
+        )
+        .into_response(),
+    }
+}
+
+/// The current model as JSON (`physics` without one).
+fn model_json(slot: &wearflow_dataflows::model::ModelSlot) -> JsonValue {
+    match slot.current() {
+        Some(m) => json!({
+            "model_version": m.version,
+            "horizon_h": m.horizon_h,
+            "threshold": m.threshold,
+            "features": m.features.len(),
+        }),
+        None => json!({ "model_version": wearflow_dataflows::model::PHYSICS }),
+    }
+}
+
+/// `GET /models`: the model the predictions use.
+async fn models(State(state): State<AppState>) -> Response {
+    let as_of = state.store.snapshot().as_of;
+    json_response(StatusCode::OK, as_of, model_json(&state.models))
+}
+
+/// `POST /models/reload`: loads the model directory again; the dataflow predicts every device
+/// again with it at its next tick. A missing or invalid file leaves the current model in place.
+async fn reload_model(State(state): State<AppState>) -> Response {
+    use wearflow_dataflows::model::ModelError;
+    let as_of = state.store.snapshot().as_of;
+    let slot = state.models.clone();
+    let result = tokio::task::spawn_blocking(move || slot.reload()).await;
+    match result {
+        Ok(Ok(_)) => {
+            tracing::info!(version = %state.models.version(), "model reloaded");
+            json_response(StatusCode::OK, as_of, model_json(&state.models))
+        }
+        Ok(Err(ModelError::NotConfigured)) => ApiError::new(
+            StatusCode::CONFLICT,
+            "model_not_configured",
+            ModelError::NotConfigured.to_string(),
+            as_of,
+        )
+        .into_response(),
+        Ok(Err(e)) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "model_invalid",
+            e.to_string(),
+            as_of,
+        )
+        .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
             as_of,
         )
         .into_response(),

@@ -13,5 +13,6 @@ pub mod config;
 pub mod http;
 pub mod introspection;
 pub mod metrics;
+pub mod predict;
 pub mod runtime;
 pub mod sql;

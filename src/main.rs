@@ -55,6 +55,45 @@ enum Command {
         /// process runs the configured number of workers.
         #[arg(long, requires = "process")]
         hosts: Option<PathBuf>,
+        /// The failure model directory (`wearflow train --out`; overrides `model_dir`).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Train the failure model on history: replays it through the live dataflow, samples the
+    /// `features` view, labels from failure work orders, writes MODEL_DIR/model.json and
+    /// MODEL_DIR/report.json.
+    Train {
+        /// A directory of JSONL history (`wearflow simulate --out`); repeat for several.
+        #[arg(long, required = true)]
+        history: Vec<PathBuf>,
+        /// Score on these histories instead of a held-out split of the training history.
+        #[arg(long)]
+        test_history: Vec<PathBuf>,
+        /// Predict failure within this much operating (event) time, e.g. `24h`.
+        #[arg(long, default_value = "24h")]
+        horizon: String,
+        /// Sample every active device's features this often in event time.
+        #[arg(long, default_value = "1h")]
+        sample_every: String,
+        /// The boosters' budget (more = more trees, slower, usually better).
+        #[arg(long, default_value_t = 0.5)]
+        budget: f32,
+        /// The model directory to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Replay history through the live dataflow with a model and write the final
+    /// `maintenance_predictions` rows as JSON lines (backtests, batch scoring).
+    Predict {
+        /// A directory of JSONL history.
+        #[arg(long)]
+        history: PathBuf,
+        /// The model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// The JSONL file to write.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Simulator + engine + HTTP API in one command, no other service needed.
     Demo {
@@ -73,6 +112,9 @@ enum Command {
         /// Random seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// A failure model directory (`wearflow train --out`); physics predictions without.
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Write simulator output as JSONL files (one per stream) or produce it to Kafka.
     Simulate {
@@ -103,6 +145,13 @@ enum Command {
         /// Also write the true failure and loss times to this file (JSONL).
         #[arg(long)]
         ground_truth: Option<PathBuf>,
+        /// Time between two readings of one sensor, e.g. `10s`, `5m`.
+        #[arg(long, default_value = "10s")]
+        interval: String,
+        /// `teeth` (the bucket-tooth fleet, all four streams) or `pump` (slurry pumps whose
+        /// bearings degrade: telemetry and failure work orders only; --machines pumps).
+        #[arg(long, default_value = "teeth")]
+        profile: String,
     },
 }
 
@@ -145,20 +194,33 @@ fn main() -> anyhow::Result<()> {
             partitions,
             topic_prefix,
             ground_truth,
+            interval,
+            profile,
         } => {
             let duration_ms = parse_duration_ms(&duration)?;
             let config = SimulatorConfig {
                 seed,
                 machines,
+                telemetry_interval_ms: parse_duration_ms(&interval)?.max(1),
                 ..SimulatorConfig::default()
+            };
+            let pumps = match profile.as_str() {
+                "teeth" => false,
+                "pump" => true,
+                other => bail!("unknown profile `{other}` (teeth or pump)"),
             };
             let truth = match (out, kafka) {
                 (Some(out), _) => {
-                    let (events, truth) = simulate(config, duration_ms);
+                    let (events, truth) = if pumps {
+                        wearflow_sources::simulate_pumps(&config, duration_ms)
+                    } else {
+                        simulate(config, duration_ms)
+                    };
                     write_jsonl(&out, &events)?;
                     println!("wrote {} events to {}", events.len(), out.display());
                     truth
                 }
+                (None, Some(_)) if pumps => bail!("--profile pump writes files only (--out)"),
                 (None, Some(brokers)) => {
                     let topics = KafkaTopics {
                         telemetry: format!("{topic_prefix}.telemetry"),
@@ -188,8 +250,12 @@ fn main() -> anyhow::Result<()> {
             serve_after_end,
             process,
             hosts,
+            model,
         } => {
             let mut config = Config::load(config.as_deref(), std::env::vars())?;
+            if let Some(dir) = model {
+                config.model_dir = Some(dir);
+            }
             if let (Some(process), Some(hosts)) = (process, hosts) {
                 config.cluster = Some(ClusterConfig::from_hosts_file(process, &hosts)?);
             }
@@ -210,6 +276,7 @@ fn main() -> anyhow::Result<()> {
             machines,
             speed,
             seed,
+            model,
         } => {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -225,10 +292,41 @@ fn main() -> anyhow::Result<()> {
                     duration_ms: None,
                     start_ms: Some(start_ms),
                 },
+                model_dir: model,
                 ..Config::default()
             };
             config.sql.pg_addr = pg;
             serve(config, true)
+        }
+        Command::Train {
+            history,
+            test_history,
+            horizon,
+            sample_every,
+            budget,
+            out,
+        } => {
+            let horizon_h = parse_duration_ms(&horizon)? as f64 / 3_600_000.0;
+            let every_ms = parse_duration_ms(&sample_every)?;
+            let report = wearflow::predict::train(
+                &history,
+                &test_history,
+                horizon_h,
+                every_ms,
+                budget,
+                &out,
+            )?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Predict {
+            history,
+            model,
+            out,
+        } => {
+            let rows = wearflow::predict::predict(&history, &model, &out)?;
+            eprintln!("wrote {rows} predictions to {}", out.display());
+            Ok(())
         }
     }
 }
@@ -283,7 +381,16 @@ fn produce_simulation(
 }
 
 /// Starts HTTP and the engine; returns when the engine ends (or on SIGINT or SIGTERM).
-fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
+fn serve(mut config: Config, serve_after_end: bool) -> anyhow::Result<()> {
+    if let Some(dir) = &config.model_dir {
+        config.models = wearflow_dataflows::model::ModelSlot::load_from(dir)
+            .with_context(|| format!("cannot load the model in {}", dir.display()))?;
+        eprintln!(
+            "model {} loaded from {}",
+            config.models.version(),
+            dir.display()
+        );
+    }
     let store = Arc::new(ServingStore::new(runtime::view_schemas()));
     let metrics = Arc::new(Metrics::new());
     let dataflows = Arc::new(DataflowLog::new());
@@ -309,6 +416,7 @@ fn serve(config: Config, serve_after_end: bool) -> anyhow::Result<()> {
         ready: Arc::clone(&ready),
         sql: Some(sql.state.clone()),
         dataflows: Some(Arc::clone(&dataflows)),
+        models: config.models.clone(),
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio.spawn(http::serve(listener, state, async move {

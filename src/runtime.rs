@@ -566,6 +566,7 @@ struct InputSessions {
     quality: InputSession<Time, (String, QualityMark), Diff>,
     source_times: InputSession<Time, (String, Time), Diff>,
     errors: InputSession<Time, ErrorRecord, Diff>,
+    models: InputSession<Time, (u64, String), Diff>,
 }
 
 impl InputSessions {
@@ -577,6 +578,7 @@ impl InputSessions {
         self.quality.advance_to(time);
         self.source_times.advance_to(time);
         self.errors.advance_to(time);
+        self.models.advance_to(time);
     }
     fn flush(&mut self) {
         self.telemetry.flush();
@@ -586,6 +588,7 @@ impl InputSessions {
         self.quality.flush();
         self.source_times.flush();
         self.errors.flush();
+        self.models.flush();
     }
     fn time(&self) -> Time {
         *self.telemetry.time()
@@ -598,6 +601,21 @@ impl InputSessions {
         self.quality.close();
         self.source_times.close();
         self.errors.close();
+        self.models.close();
+    }
+
+    /// Makes `version` the current model version at the input's time (if it is not already).
+    fn set_model(&mut self, fed: &mut Option<String>, version: String) {
+        if fed.as_deref() == Some(version.as_str()) {
+            return;
+        }
+        for shard in 0..wearflow_dataflows::predictions::SHARDS {
+            if let Some(old) = fed.as_ref() {
+                self.models.remove((shard, old.clone()));
+            }
+            self.models.insert((shard, version.clone()));
+        }
+        *fed = Some(version);
     }
 }
 
@@ -824,6 +842,7 @@ pub fn run_with_log(
             let (quality_in, quality) = scope.new_collection();
             let (source_times_in, source_times) = scope.new_collection();
             let (errors_in, errors) = scope.new_collection();
+            let (models_in, models) = scope.new_collection();
             let ctx = Context::new(
                 Inputs {
                     telemetry,
@@ -833,6 +852,7 @@ pub fn run_with_log(
                     quality,
                     source_times,
                     errors,
+                    models,
                 },
                 dataflow_config,
             );
@@ -927,6 +947,7 @@ pub fn run_with_log(
                     quality: quality_in,
                     source_times: source_times_in,
                     errors: errors_in,
+                    models: models_in,
                 },
                 probe,
             )
@@ -990,6 +1011,9 @@ pub fn run_with_log(
         let mut local = RunSummary::default();
         let mut max_stamp: Time = 0;
         let mut sent_hint: Time = 0;
+        // The first worker of the cluster feeds the current model version.
+        let feeds_models = index == 0;
+        let mut fed_model: Option<String> = None;
         loop {
             let tick_began = Instant::now();
             batch.clear();
@@ -1009,6 +1033,9 @@ pub fn run_with_log(
                 driver.start_streams();
             }
             let frontier = inputs.time();
+            if feeds_models {
+                inputs.set_model(&mut fed_model, config.models.version());
+            }
             let mut tick_max_stamp = 0;
             for record in batch.drain(..) {
                 local.records += 1;

@@ -131,6 +131,7 @@ impl Server {
             ready: Arc::clone(&ready),
             sql: None,
             dataflows: None,
+            models: Default::default(),
         };
         let listener = http::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");
@@ -693,5 +694,23 @@ async fn a_lagging_subscriber_gets_a_fresh_snapshot() {
         }
     }
     assert!(resynced, "a lagging subscriber is sent a fresh snapshot");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn models_without_a_model_directory() {
+    let server = Server::start(populated_store()).await;
+    let (status, _, body) = server.get("/models").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["model_version"], "physics");
+    let (status, _, body) = server
+        .send(server.client.post(server.url("/models/reload")))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "model_not_configured");
+    let (status, _, body) = server
+        .send(server.client.get(server.url("/models/reload")))
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
     server.stop().await;
 }

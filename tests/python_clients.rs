@@ -109,6 +109,7 @@ async fn psycopg_and_duckdb_agree_with_wearflow() {
         ready: Arc::new(AtomicBool::new(true)),
         sql: Some(sql.state.clone()),
         dataflows: Some(log),
+        models: Default::default(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(listener, state, async move {

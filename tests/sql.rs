@@ -116,6 +116,7 @@ impl Server {
             ready: Arc::new(AtomicBool::new(true)),
             sql: Some(sql.state.clone()),
             dataflows: None,
+            models: Default::default(),
         };
         let listener = http::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");

@@ -64,6 +64,9 @@ enum Command {
         /// Print resident memory and the published `as_of` every this many seconds (0 = never).
         #[arg(long, default_value_t = 0)]
         rss_every_secs: u64,
+        /// Predict with this failure model (`wearflow train --out`) instead of physics.
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
     },
     /// Kafka: the broker's produce/consume ceilings, wearflow end to end at maximum rate, and
     /// freshness (produce → readable) at fixed rates.
@@ -218,8 +221,16 @@ fn main() -> anyhow::Result<()> {
             workers,
             resolution_ms,
             rss_every_secs,
+            model,
         } => {
-            let result = ingest(machines, hours, workers, resolution_ms, rss_every_secs)?;
+            let result = ingest(
+                machines,
+                hours,
+                workers,
+                resolution_ms,
+                rss_every_secs,
+                model.as_deref(),
+            )?;
             println!("{result}");
             Ok(())
         }
@@ -263,9 +274,16 @@ fn ingest(
     workers: usize,
     resolution_ms: u64,
     rss_every_secs: u64,
+    model: Option<&std::path::Path>,
 ) -> anyhow::Result<serde_json::Value> {
     let data = std::env::temp_dir().join(format!("wearflow-bench-{}", std::process::id()));
+    let models = match model {
+        Some(dir) => wearflow_dataflows::model::ModelSlot::load_from(dir)?,
+        None => Default::default(),
+    };
+    let model_version = models.version();
     let config = Config {
+        models,
         workers,
         clock: ClockConfig {
             resolution_ms,
@@ -318,6 +336,7 @@ fn ingest(
         "events_per_sec": summary.records as f64 / seconds,
         "peak_rss_bytes": peak_rss_bytes(),
         "view_rows": rows,
+        "model_version": model_version,
     });
     Ok(result)
 }
@@ -335,7 +354,7 @@ fn all(brokers: Option<&str>) -> anyhow::Result<()> {
     };
     eprintln!("== ingest");
     let Fleet { machines, hours } = DEFAULT_FLEET;
-    let ingest = ingest(machines, hours, 2, 100, 0)?;
+    let ingest = ingest(machines, hours, 2, 100, 0, None)?;
     let ingest_rate = rate(&ingest, &["events_per_sec"]);
     table.push((
         "ingest, all views (events/s)".into(),

@@ -103,6 +103,7 @@ pub async fn run(
         ready: Arc::new(AtomicBool::new(true)),
         sql: Some(sql.state.clone()),
         dataflows: None,
+        models: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(listener, state, async move {

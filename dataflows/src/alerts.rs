@@ -27,7 +27,7 @@ fn schema() -> ViewSchema {
             Column::required("message", Utf8),
             Column::required("raised_at_ms", TimestampMs),
         ],
-        "alerts as raised: tooth_lost, wear_limit, negative_stock, stockout_risk",
+        "alerts as raised: tooth_lost, wear_limit, negative_stock, stockout_risk, failure_risk, data_quality (model drift)",
     )
 }
 
@@ -81,7 +81,47 @@ fn conditions<'s>(ctx: &Context<'s>) -> Collection<'s, Condition> {
             None
         }
     });
-    teeth.concat(stock)
+    let risk = crate::predictions::failure_risk(ctx).map(|(device, _)| {
+        (
+            "failure_risk",
+            device.clone(),
+            None,
+            "warning",
+            format!("tooth {device} is likely to fail within the model's horizon"),
+        )
+    });
+    let forecast = ctx.demand().flat_map(|d| {
+        (d.due_lead_time > d.available + d.on_order).then(|| {
+            (
+                "stockout_risk",
+                format!("{}/{}", d.warehouse, d.sku),
+                None,
+                "warning",
+                format!(
+                    "{} teeth of {} at {} are due within the {}-day lead time; {} available, {} on order",
+                    d.due_lead_time, d.sku, d.warehouse, d.lead_time_days, d.available, d.on_order
+                ),
+            )
+        })
+    });
+    let drift = ctx.drift().flat_map(|(version, feature, psi, _)| {
+        (wearflow_operators::time::from_micro(psi) > crate::predictions::DRIFT_PSI).then(|| {
+            (
+                "data_quality",
+                format!("model_drift:{feature}"),
+                None,
+                "warning",
+                format!(
+                    "feature {feature} of model {version} drifted from its training distribution"
+                ),
+            )
+        })
+    });
+    teeth
+        .concat(stock)
+        .concat(risk)
+        .concat(forecast)
+        .concat(drift)
 }
 
 /// The `alerts` view.

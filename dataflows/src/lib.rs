@@ -19,12 +19,15 @@ use wearflow_sources::{Asset, Order, Stock, Telemetry};
 pub mod alerts;
 pub mod data_quality;
 pub mod dead_letters;
+pub mod features;
 pub mod fleet_kpis;
 pub mod inventory_balances;
 pub mod machine_health;
+pub mod model;
 pub mod order_flow;
 pub mod order_state;
 pub mod orders_open;
+pub mod predictions;
 pub mod tooth_wear;
 
 /// How a record counted at ingestion; the runtime feeds one mark per record (diff = count).
@@ -65,6 +68,9 @@ pub struct Inputs<'scope> {
     pub source_times: Collection<'scope, (String, u64)>,
     /// Rejected records.
     pub errors: Collection<'scope, ErrorRecord>,
+    /// `(shard, version)` of the current failure model, for every shard of
+    /// [`predictions::SHARDS`] (`physics` without a model).
+    pub models: Collection<'scope, (u64, String)>,
 }
 
 /// Tunable thresholds of the domain dataflows.
@@ -122,6 +128,10 @@ pub struct Context<'scope> {
     tooth_wear: OnceCell<Collection<'scope, tooth_wear::ToothWear>>,
     order_state: OnceCell<Collection<'scope, order_state::OrderState>>,
     balances: OnceCell<Collection<'scope, inventory_balances::Balance>>,
+    features: OnceCell<Collection<'scope, features::DeviceFeatures>>,
+    predictions: OnceCell<Collection<'scope, predictions::DevicePrediction>>,
+    demand: OnceCell<Collection<'scope, predictions::Demand>>,
+    drift: OnceCell<Collection<'scope, (String, String, i64, i64)>>,
 }
 
 impl<'scope> Context<'scope> {
@@ -135,6 +145,10 @@ impl<'scope> Context<'scope> {
             tooth_wear: OnceCell::new(),
             order_state: OnceCell::new(),
             balances: OnceCell::new(),
+            features: OnceCell::new(),
+            predictions: OnceCell::new(),
+            demand: OnceCell::new(),
+            drift: OnceCell::new(),
         }
     }
 
@@ -170,6 +184,30 @@ impl<'scope> Context<'scope> {
             .clone()
     }
 
+    /// Per-device feature vectors (shared by `features`, the predictions and drift).
+    pub fn features(&self) -> Collection<'scope, features::DeviceFeatures> {
+        self.features.get_or_init(|| features::build(self)).clone()
+    }
+
+    /// Per-device predictions of the current model.
+    pub fn predictions(&self) -> Collection<'scope, predictions::DevicePrediction> {
+        self.predictions
+            .get_or_init(|| predictions::build(self))
+            .clone()
+    }
+
+    /// Per-(warehouse, sku) replacement demand against stock.
+    pub fn demand(&self) -> Collection<'scope, predictions::Demand> {
+        self.demand
+            .get_or_init(|| predictions::demand(self))
+            .clone()
+    }
+
+    /// `(version, feature, psi µ, devices)` of the current model's features.
+    pub fn drift(&self) -> Collection<'scope, (String, String, i64, i64)> {
+        self.drift.get_or_init(|| predictions::drift(self)).clone()
+    }
+
     /// Per-(warehouse, sku) balances (shared by `inventory_balances`, `alerts`).
     pub fn balances(&self) -> Collection<'scope, inventory_balances::Balance> {
         self.balances
@@ -198,6 +236,10 @@ pub fn registry() -> Vec<ViewDef> {
         fleet_kpis::view(),
         data_quality::view(),
         dead_letters::view(),
+        features::view(),
+        predictions::predictions_view(),
+        predictions::demand_view(),
+        predictions::drift_view(),
     ]
 }
 

@@ -224,13 +224,18 @@ pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, ToothWear> {
 
 /// The newest completed work order per device: from then on the device is a new tooth.
 fn replacements<'s>(ctx: &Context<'s>) -> Collection<'s, (String, Fact)> {
+    replacement_times(ctx).map(|(device, ts)| (device, Fact::Replaced { ts }))
+}
+
+/// `(device, time of its newest completed work order)`.
+pub(crate) fn replacement_times<'s>(ctx: &Context<'s>) -> Collection<'s, (String, u64)> {
     ctx.inputs
         .orders
         .clone()
         .filter(|o| o.kind == OrderKind::Work && o.status == OrderStatus::Completed)
         .flat_map(|o| o.device_id.clone().map(|d| (d, (o.ts.0, ()))))
         .latest_by_key("tooth: last replacement")
-        .map(|(device, (ts, ()))| (device, Fact::Replaced { ts }))
+        .map(|(device, (ts, ()))| (device, ts))
 }
 
 fn combine(

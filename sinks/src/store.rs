@@ -123,7 +123,13 @@ pub struct ServingStore {
     append_capacity: usize,
     /// Serializes publishers (normally there is one) so no publication is lost.
     writer: std::sync::Mutex<()>,
+    /// Sees every snapshot as it is published, in order, none skipped (batch consumers such
+    /// as `wearflow train`; the broadcast feed may drop snapshots for slow readers).
+    tap: std::sync::Mutex<Option<Tap>>,
 }
+
+/// A function called with every published snapshot.
+pub type Tap = Box<dyn FnMut(&Snapshot) + Send>;
 
 impl ServingStore {
     /// An empty store for these views (`as_of` 0, version 0).
@@ -147,6 +153,15 @@ impl ServingStore {
             feed,
             append_capacity: DEFAULT_APPEND_CAPACITY,
             writer: std::sync::Mutex::new(()),
+            tap: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Calls `tap` with every snapshot published from now on, in order, on the publishing
+    /// thread (keep it quick).
+    pub fn set_tap(&self, tap: Tap) {
+        if let Ok(mut slot) = self.tap.lock() {
+            *slot = Some(tap);
         }
     }
 
@@ -207,6 +222,11 @@ impl ServingStore {
             changes: Arc::new(changes),
         });
         self.current.store(Arc::clone(&next));
+        if let Ok(mut tap) = self.tap.lock()
+            && let Some(tap) = tap.as_mut()
+        {
+            tap(&next);
+        }
         // No subscribers is fine: nobody is watching.
         let _ = self.feed.send(Arc::clone(&next));
         next

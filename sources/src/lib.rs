@@ -24,7 +24,7 @@ pub use event::{
 };
 pub use file::{FileReplay, SourceRecord, write_jsonl};
 pub use kafka::{KafkaSource, KafkaSourceConfig, KafkaTopics, StartPosition};
-pub use simulator::{GroundTruth, Simulator, SimulatorConfig, simulate};
+pub use simulator::{GroundTruth, Simulator, SimulatorConfig, simulate, simulate_pumps};
 pub use watermark::Watermarks;
 
 /// Errors of this crate.

@@ -4,6 +4,7 @@ mod agenda;
 mod fleet;
 mod noise;
 mod orders;
+mod pump;
 mod wear;
 
 use wearflow_operators::Time;
@@ -14,6 +15,8 @@ use self::noise::Noise;
 use self::orders::OrderNumbers;
 use self::wear::MetricTemplate;
 use crate::event::Event;
+
+pub use self::pump::simulate_pumps;
 
 /// Simulator settings; every field has a default.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -250,7 +253,7 @@ mod tests {
             ..small()
         };
         let start = config.start_ms;
-        let end = start + 2 * DAY;
+        let end = start + 4 * DAY;
         let (whole, truth) = run(config.clone(), &[end]);
         // Ragged steps: repeats, steps back, boundaries on exact event times.
         let mut steps = vec![start, start, start + 1];

@@ -155,6 +155,20 @@ pub fn document(views: &[&str]) -> JsonValue {
                     "404": error_response("This server runs no dataflow")
                 }
             }},
+            "/models": { "get": {
+                "summary": "The failure model the predictions use (physics without one)",
+                "operationId": "models",
+                "responses": { "200": ok_object("The current model", json!({ "type": "object" })) }
+            }},
+            "/models/reload": { "post": {
+                "summary": "Load the model directory again; every device is predicted again with it",
+                "operationId": "reloadModel",
+                "responses": {
+                    "200": ok_object("The model now in use", json!({ "type": "object" })),
+                    "409": error_response("No model directory is configured"),
+                    "422": error_response("The model file is missing or invalid; the current model stays")
+                }
+            }},
             "/health": { "get": {
                 "summary": "Liveness",
                 "operationId": "health",

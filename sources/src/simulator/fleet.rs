@@ -19,6 +19,8 @@ const WAREHOUSES: [&str; 3] = ["WH-NORTH", "WH-SOUTH", "WH-EAST"];
 /// Mean wear of a tooth in mm per operating hour at nominal load, hardness 1 and
 /// abrasiveness factor 1 (a mid-abrasive site).
 const BASE_WEAR_MM_PER_H: f64 = 0.55;
+/// A sound tooth's strain at nominal load, microstrain (each tooth ±5 %).
+const STRAIN_AT_NOMINAL_UE: f64 = 400.0;
 
 /// A tooth product.
 pub(super) struct SkuSpec {
@@ -181,6 +183,19 @@ pub(super) struct Tooth {
     pub(super) condition: Condition,
     /// A work order for this tooth is open.
     pub(super) work_open: bool,
+    /// A growing crack: the tooth fails when it has run this long since the crack started.
+    pub(super) crack: Option<Crack>,
+    /// The strain gauge's reading of this tooth at nominal load, microstrain.
+    pub(super) strain_base_ue: f64,
+}
+
+/// A fatigue crack: it shows as rising strain for its whole life, then the tooth fails.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Crack {
+    /// Operating hours since the crack started.
+    pub(super) age_h: f64,
+    /// Operating hours from start to failure.
+    pub(super) life_h: f64,
 }
 
 /// Everything that does not move: the catalogue, the sites and the fleet.
@@ -267,6 +282,8 @@ impl Fleet {
                     last_reading_ms: 0,
                     condition: Condition::Sound,
                     work_open: false,
+                    crack: None,
+                    strain_base_ue: 0.0,
                 };
                 tooth.install(
                     config.start_ms,
@@ -414,8 +431,10 @@ impl Tooth {
             * (0.35 + 1.1 * site.abrasiveness)
             * noise.lognormal(0.15);
         self.frailty = noise.lognormal(0.5);
+        self.strain_base_ue = STRAIN_AT_NOMINAL_UE * noise.lognormal(0.05);
         self.condition = Condition::Sound;
         self.work_open = false;
+        self.crack = None;
     }
 }
 

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use wearflow_operators::Time;
 
 use super::agenda::{Action, WorkOrder};
-use super::fleet::{Condition, HOUR_MS, rounded};
+use super::fleet::{Condition, Crack, HOUR_MS, Tooth, rounded};
+use super::noise::Noise;
 use super::{GroundTruth, Simulator};
 use crate::event::{Event, Micro, OrderStatus, Telemetry, Timestamp, WorkReason};
 
@@ -26,6 +27,12 @@ const LOSS_SHARE: f64 = 0.4;
 const MIN_REMAINING_MM: f64 = 2.0;
 /// Standard deviation of the length measurement.
 const LENGTH_NOISE_MM: f64 = 0.1;
+/// A crack lives this many operating hours (uniform) before the tooth fails.
+const CRACK_LIFE_H: (f64, f64) = (20.0, 44.0);
+/// Extra strain of a crack, as a share of the sound strain, when it starts and at failure.
+const CRACK_STRAIN: (f64, f64) = (0.04, 0.5);
+/// Standard deviation of one strain reading, as a share of the sound strain.
+const STRAIN_NOISE: f64 = 0.04;
 
 /// The metrics of a reading, prebuilt once: each reading clones this map (one node and five
 /// short strings, no key comparisons) and overwrites the values.
@@ -40,6 +47,7 @@ impl Default for MetricTemplate {
             "impact_g",
             "load_kn",
             "remaining_mm",
+            "strain_ue",
             "temp_c",
         ];
         MetricTemplate {
@@ -49,8 +57,9 @@ impl Default for MetricTemplate {
 }
 
 impl MetricTemplate {
-    /// The metrics map with `values` in key order: dig cycles, impact, load, remaining, temperature.
-    fn fill(&self, values: [Micro; 5]) -> BTreeMap<String, Micro> {
+    /// The metrics map with `values` in key order: dig cycles, impact, load, remaining,
+    /// strain, temperature.
+    fn fill(&self, values: [Micro; 6]) -> BTreeMap<String, Micro> {
         let mut metrics = self.metrics.clone();
         for (slot, value) in metrics.values_mut().zip(values) {
             *slot = value;
@@ -63,6 +72,24 @@ impl MetricTemplate {
 struct Failure {
     lost: bool,
     remaining_mm: f64,
+}
+
+/// The crack has gone through: the tooth falls off or breaks.
+fn fail(tooth: &mut Tooth, noise: &mut Noise) -> Failure {
+    let lost = noise.chance(LOSS_SHARE);
+    let failure = Failure {
+        lost,
+        remaining_mm: tooth.remaining_mm,
+    };
+    tooth.crack = None;
+    if lost {
+        tooth.condition = Condition::Lost;
+    } else {
+        tooth.condition = Condition::Broken;
+        let keep = 1.0 - noise.uniform(0.3, 0.6);
+        tooth.remaining_mm = (tooth.remaining_mm * keep).max(MIN_REMAINING_MM);
+    }
+    failure
 }
 
 impl Simulator {
@@ -117,29 +144,32 @@ impl Simulator {
         tooth.remaining_mm = (tooth.remaining_mm - wear_mm).max(MIN_REMAINING_MM);
         tooth.dig_cycles += dt_ms as f64 / 1000.0 / machine.model.cycle_s * noise.uniform(0.8, 1.2);
 
-        // Failure: a hazard rising with wear, plus heavy impacts on a worn tooth.
+        // Failure: a hazard rising with wear, plus heavy impacts on a worn tooth, starts a
+        // fatigue crack; the tooth fails when the crack has grown through it.
         let draw = noise.unit();
         let mut failure = None;
         if tooth.condition == Condition::Sound {
-            let worn =
-                ((sku.new_length_mm - tooth.remaining_mm) / sku.allowance_mm()).clamp(0.0, 1.5);
-            let mut hazard = WEAR_HAZARD_PER_H * (3.0 * worn).exp() * dt_h;
-            if impact_g > HEAVY_IMPACT_G {
-                let excess = impact_g / HEAVY_IMPACT_G;
-                hazard += IMPACT_HAZARD * worn * worn * excess * (dt_ms as f64 / 10_000.0);
-            }
-            if draw < hazard * tooth.frailty * self.config.failure_rate_scale {
-                let lost = noise.chance(LOSS_SHARE);
-                failure = Some(Failure {
-                    lost,
-                    remaining_mm: tooth.remaining_mm,
-                });
-                if lost {
-                    tooth.condition = Condition::Lost;
-                } else {
-                    tooth.condition = Condition::Broken;
-                    let keep = 1.0 - noise.uniform(0.3, 0.6);
-                    tooth.remaining_mm = (tooth.remaining_mm * keep).max(MIN_REMAINING_MM);
+            match &mut tooth.crack {
+                Some(crack) => {
+                    crack.age_h += dt_h;
+                    if crack.age_h >= crack.life_h {
+                        failure = Some(fail(tooth, noise));
+                    }
+                }
+                None => {
+                    let worn = ((sku.new_length_mm - tooth.remaining_mm) / sku.allowance_mm())
+                        .clamp(0.0, 1.5);
+                    let mut hazard = WEAR_HAZARD_PER_H * (3.0 * worn).exp() * dt_h;
+                    if impact_g > HEAVY_IMPACT_G {
+                        let excess = impact_g / HEAVY_IMPACT_G;
+                        hazard += IMPACT_HAZARD * worn * worn * excess * (dt_ms as f64 / 10_000.0);
+                    }
+                    if draw < hazard * tooth.frailty * self.config.failure_rate_scale {
+                        tooth.crack = Some(Crack {
+                            age_h: 0.0,
+                            life_h: noise.uniform(CRACK_LIFE_H.0, CRACK_LIFE_H.1),
+                        });
+                    }
                 }
             }
         }
@@ -149,11 +179,19 @@ impl Simulator {
         if tooth.condition != Condition::Lost {
             let remaining_mm = (tooth.remaining_mm + LENGTH_NOISE_MM * noise.bell()).max(0.0);
             let temp_c = site.ambient_c + 12.0 * load_ratio + noise.bell();
+            let crack_strain = tooth.crack.map_or(0.0, |c| {
+                let grown = (c.age_h / c.life_h).clamp(0.0, 1.0);
+                CRACK_STRAIN.0 + (CRACK_STRAIN.1 - CRACK_STRAIN.0) * grown
+            });
+            let strain_ue = tooth.strain_base_ue
+                * (0.8 + 0.2 * load_ratio)
+                * (1.0 + crack_strain + STRAIN_NOISE * noise.bell());
             let metrics = self.metric_template.fill([
                 Micro(tooth.dig_cycles as i64 * 1_000_000),
                 rounded(impact_g, 100),
                 rounded(load_kn, 10),
                 rounded(remaining_mm, 100),
+                rounded(strain_ue.max(0.0), 10),
                 rounded(temp_c, 10),
             ]);
             out.push(Event::Telemetry(Telemetry {

@@ -1,0 +1,510 @@
+//! `features`: the current feature vector of every device, the input of the failure model.
+//!
+//! Generic part, for every metric a device reports (known or not): over the stats window of
+//! event time, `last`, `mean`, `stddev`, `min`, `max`, `slope_per_h` and `count`, named
+//! `<metric>.<stat>` (one stateful fold per device over its readings). Domain part, where the device is a tooth: `wear_pct`,
+//! `wear_rate_mm_per_h`, `hours_to_limit`, `impacts` (at or above the impact threshold in the
+//! stats window), `peak_impact_g`, `hours_since_install`, `site_abrasiveness`, and `lost`
+//! (1 when the engine already counts the tooth as lost). Training replays history through this
+//! same code (`wearflow train`), so live and training features cannot differ.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use differential_dataflow::difference::{Abelian, Semigroup};
+use serde::{Deserialize, Serialize};
+use wearflow_operators::time::{MS_PER_HOUR, ceil_to, from_micro, to_micro};
+use wearflow_operators::trend::slope_per_hour;
+use wearflow_operators::{
+    Collection, Column, ColumnType, FoldByKey, LatestByKey, Moments, Row, Value, ViewKind,
+    ViewSchema,
+};
+use wearflow_sources::{Asset, Micro};
+
+use crate::tooth_wear::{ToothStatus, ToothWear};
+use crate::{Context, ViewDef};
+
+/// The statistics of each metric, in storage order; a feature is named `<metric>.<stat>`.
+pub const STATS: [&str; 7] = [
+    "count",
+    "last",
+    "max",
+    "mean",
+    "min",
+    "slope_per_h",
+    "stddev",
+];
+
+/// The domain features, in storage order (each also a column of the view).
+pub const DOMAIN: [&str; 8] = [
+    "wear_pct",
+    "wear_rate_mm_per_h",
+    "hours_to_limit",
+    "impacts",
+    "peak_impact_g",
+    "hours_since_install",
+    "site_abrasiveness",
+    "lost",
+];
+
+/// Statistics of one metric, µ-units, in [`STATS`] order.
+pub type MetricStats = [Option<i64>; 7];
+
+/// One device's features, compact: names are derived, not stored per value.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DeviceFeatures {
+    /// The device.
+    pub device_id: String,
+    /// Its newest telemetry time (the moment the features describe).
+    pub last_seen_ms: u64,
+    /// Per metric, sorted by name: its window statistics.
+    pub metrics: Vec<(String, MetricStats)>,
+    /// The domain features in [`DOMAIN`] order, µ-units.
+    pub domain: [Option<i64>; 8],
+}
+
+impl DeviceFeatures {
+    /// A feature's value in natural units.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        if let Some(i) = DOMAIN.iter().position(|d| *d == name) {
+            return self.domain[i].map(from_micro);
+        }
+        let (metric, stat) = name.rsplit_once('.')?;
+        let s = STATS.iter().position(|x| *x == stat)?;
+        let m = self
+            .metrics
+            .binary_search_by(|(n, _)| n.as_str().cmp(metric))
+            .ok()?;
+        self.metrics[m].1[s].map(from_micro)
+    }
+
+    /// Every present feature as `(name, value)`, sorted by name.
+    pub fn values(&self) -> Vec<(String, f64)> {
+        let mut out: Vec<(String, f64)> = DOMAIN
+            .iter()
+            .zip(&self.domain)
+            .filter_map(|(name, v)| Some((name.to_string(), from_micro((*v)?))))
+            .collect();
+        for (metric, stats) in &self.metrics {
+            for (stat, v) in STATS.iter().zip(stats) {
+                if let Some(v) = v {
+                    out.push((format!("{metric}.{stat}"), from_micro(*v)));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Every present feature as one JSON object `{"name": value, …}`.
+    pub fn to_json(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::with_capacity(64 + 48 * 7 * self.metrics.len());
+        out.push('{');
+        let mut first = true;
+        let mut put = |out: &mut String, name: &str, micro: i64| {
+            if !std::mem::take(&mut first) {
+                out.push(',');
+            }
+            // Metric names come from input: escape them as JSON strings.
+            out.push_str(&serde_json::Value::from(name).to_string());
+            let _ = write!(out, ":{}", from_micro(micro));
+        };
+        for (name, v) in DOMAIN.iter().zip(&self.domain) {
+            if let Some(v) = v {
+                put(&mut out, name, *v);
+            }
+        }
+        for (metric, stats) in &self.metrics {
+            for (stat, v) in STATS.iter().zip(stats) {
+                if let Some(v) = v {
+                    put(&mut out, &format!("{metric}.{stat}"), *v);
+                }
+            }
+        }
+        out.push('}');
+        out
+    }
+
+    /// Rebuilds features from `(name, value)` pairs (as the view's JSON column holds them).
+    pub fn from_values(
+        device_id: &str,
+        last_seen_ms: u64,
+        values: impl IntoIterator<Item = (String, f64)>,
+    ) -> DeviceFeatures {
+        let mut features = DeviceFeatures {
+            device_id: device_id.to_string(),
+            last_seen_ms,
+            metrics: Vec::new(),
+            domain: [None; 8],
+        };
+        for (name, value) in values {
+            let micro = Some(to_micro(value));
+            if let Some(i) = DOMAIN.iter().position(|d| *d == name) {
+                features.domain[i] = micro;
+                continue;
+            }
+            let Some((metric, stat)) = name.rsplit_once('.') else {
+                continue;
+            };
+            let Some(s) = STATS.iter().position(|x| *x == stat) else {
+                continue;
+            };
+            match features
+                .metrics
+                .binary_search_by(|(n, _)| n.as_str().cmp(metric))
+            {
+                Ok(m) => features.metrics[m].1[s] = micro,
+                Err(at) => {
+                    let mut stats = [None; 7];
+                    stats[s] = micro;
+                    features.metrics.insert(at, (metric.to_string(), stats));
+                }
+            }
+        }
+        features
+    }
+}
+
+/// What a device's features are folded from, one variant per upstream collection.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Observation {
+    Reading(u64, BTreeMap<String, Micro>),
+    Tooth(Box<ToothWear>),
+    Installed(u64),
+    Abrasiveness(i64),
+}
+
+/// A device's state: its readings of the last window (by event time, before its newest
+/// reading), running statistics per metric, and the newest domain facts.
+#[derive(Default)]
+struct DeviceState {
+    /// The window's readings in event-time order, as `(metric index, value µ)`.
+    readings: VecDeque<(u64, Vec<(usize, i64)>)>,
+    /// Metric names seen from this device, by index (a reading does not allocate names).
+    names: Vec<String>,
+    /// Name → index.
+    index: BTreeMap<String, usize>,
+    /// Per metric index: exact sums (x = ms since `origin`), min/max deques; none if absent
+    /// from the window.
+    metrics: Vec<Option<MetricWindow>>,
+    /// The device's first reading time: the origin of `x`.
+    origin: Option<u64>,
+    tooth: Option<Box<ToothWear>>,
+    installed: Option<u64>,
+    abrasiveness: Option<i64>,
+}
+
+/// One metric's window: sums that add and subtract exactly, and candidates for min and max.
+#[derive(Default)]
+struct MetricWindow {
+    moments: Moments,
+    /// `(ts, value)` with increasing values: the front is the window's minimum.
+    minima: VecDeque<(u64, i64)>,
+    /// `(ts, value)` with decreasing values: the front is the window's maximum.
+    maxima: VecDeque<(u64, i64)>,
+    last: i64,
+}
+
+impl DeviceState {
+    fn x(&self, ts: u64) -> i64 {
+        ts.saturating_sub(self.origin.unwrap_or(ts)) as i64
+    }
+
+    /// A reading's values by metric index (new names are registered).
+    fn encode(&mut self, metrics: &BTreeMap<String, Micro>) -> Vec<(usize, i64)> {
+        metrics
+            .iter()
+            .map(|(name, value)| {
+                let i = match self.index.get(name.as_str()) {
+                    Some(i) => *i,
+                    None => {
+                        let i = self.names.len();
+                        self.names.push(name.clone());
+                        self.index.insert(name.clone(), i);
+                        self.metrics.push(None);
+                        i
+                    }
+                };
+                (i, value.0)
+            })
+            .collect()
+    }
+
+    /// Adds a reading that is the newest so far.
+    fn push(&mut self, ts: u64, values: Vec<(usize, i64)>) {
+        let x = self.x(ts);
+        for &(i, value) in &values {
+            let w = self.metrics[i].get_or_insert_with(MetricWindow::default);
+            w.moments.plus_equals(&Moments::of(x, value));
+            while w.minima.back().is_some_and(|(_, v)| *v >= value) {
+                w.minima.pop_back();
+            }
+            w.minima.push_back((ts, value));
+            while w.maxima.back().is_some_and(|(_, v)| *v <= value) {
+                w.maxima.pop_back();
+            }
+            w.maxima.push_back((ts, value));
+            w.last = value;
+        }
+        self.readings.push_back((ts, values));
+    }
+
+    /// Removes the oldest reading.
+    fn pop(&mut self) {
+        let Some((ts, values)) = self.readings.pop_front() else {
+            return;
+        };
+        let x = self.x(ts);
+        for (i, value) in values {
+            let Some(w) = self.metrics[i].as_mut() else {
+                continue;
+            };
+            let mut gone = Moments::of(x, value);
+            gone.negate();
+            w.moments.plus_equals(&gone);
+            if w.minima.front().is_some_and(|(t, _)| *t <= ts) {
+                w.minima.pop_front();
+            }
+            if w.maxima.front().is_some_and(|(t, _)| *t <= ts) {
+                w.maxima.pop_front();
+            }
+            if w.moments.n <= 0 {
+                self.metrics[i] = None;
+            }
+        }
+    }
+
+    /// Rebuilds the running state from the readings (after an out-of-order reading).
+    fn rebuild(&mut self) {
+        let readings = std::mem::take(&mut self.readings);
+        self.metrics.iter_mut().for_each(|m| *m = None);
+        for (ts, values) in readings {
+            self.push(ts, values);
+        }
+    }
+}
+
+/// Builds the per-device feature vectors.
+///
+/// A stateful fold per device in time order (not an arrangement of readings) with exact
+/// running sums (`Moments`) and monotonic deques for min and max: a reading costs O(metrics).
+/// Observations are folded at the end of their `window_granularity_ms` granule, so the
+/// vector changes once per device and granule. The window is the
+/// `stats_window_ms` of event time before the device's newest reading, so a silent device
+/// keeps the features of its last hour of readings.
+pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, DeviceFeatures> {
+    let window_ms = ctx.config.stats_window_ms;
+    let readings = ctx
+        .inputs
+        .telemetry
+        .clone()
+        .map(|t| (t.device_id, Observation::Reading(t.ts.0, t.metrics)));
+    let teeth = ctx.tooth_wear();
+    let sites = ctx
+        .inputs
+        .assets
+        .clone()
+        .flat_map(|asset| match asset {
+            Asset::Site(s) => s
+                .abrasiveness
+                .map(|a| (s.site.clone(), (s.ts.map_or(0, |t| t.0), a.0))),
+            _ => None,
+        })
+        .latest_by_key("features: site abrasiveness");
+    let abrasiveness = teeth
+        .clone()
+        .flat_map(|t| t.site.clone().map(|site| (site, t.device_id.clone())))
+        .join_map(sites, |_site, device, (_, a)| {
+            (device.clone(), Observation::Abrasiveness(*a))
+        });
+    let installed = ctx
+        .inputs
+        .assets
+        .clone()
+        .flat_map(|asset| match asset {
+            Asset::Device(d) => d.installed_at.map(|t| (d.device_id.clone(), (t.0, ()))),
+            _ => None,
+        })
+        .concat(crate::tooth_wear::replacement_times(ctx).map(|(d, ts)| (d, (ts, ()))))
+        .latest_by_key("features: installed")
+        .map(|(device, (ts, ()))| (device, Observation::Installed(ts)));
+    let teeth = teeth.map(|t| (t.device_id.clone(), Observation::Tooth(Box::new(t))));
+    let granularity_ms = ctx.config.window_granularity_ms;
+    readings
+        .concat(teeth)
+        .concat(abrasiveness)
+        .concat(installed)
+        // Everything a device observes in one granule of event time is folded at its end:
+        // one feature vector per device and granule, not one per reading.
+        .delay(move |t| ceil_to(*t, granularity_ms))
+        .fold_by_key(
+            "features",
+            move |state: &mut DeviceState, observation: &Observation| {
+                fold(state, observation, window_ms)
+            },
+            present,
+        )
+        .map(|(device, mut features)| {
+            features.device_id = device;
+            features
+        })
+}
+
+fn fold(state: &mut DeviceState, observation: &Observation, window_ms: u64) {
+    match observation {
+        Observation::Reading(ts, metrics) => {
+            state.origin.get_or_insert(*ts);
+            let values = state.encode(metrics);
+            let newest = state.readings.back().map(|(t, _)| *t);
+            if newest.is_none_or(|n| n <= *ts) {
+                state.push(*ts, values);
+            } else {
+                // Late: insert in order and recount (rare).
+                let at = state.readings.partition_point(|(t, _)| t <= ts);
+                state.readings.insert(at, (*ts, values));
+                state.rebuild();
+            }
+            let newest = state.readings.back().map_or(*ts, |(t, _)| *t);
+            while state
+                .readings
+                .front()
+                .is_some_and(|(t, _)| t.saturating_add(window_ms) <= newest)
+            {
+                state.pop();
+            }
+        }
+        Observation::Tooth(t) => state.tooth = Some(t.clone()),
+        Observation::Installed(ts) => state.installed = Some(*ts),
+        Observation::Abrasiveness(a) => state.abrasiveness = Some(*a),
+    }
+}
+
+/// The features of a device's state (the device id is filled in by the caller).
+fn present(state: &DeviceState) -> Option<DeviceFeatures> {
+    let last_seen_ms = state.readings.back()?.0;
+    let mut metrics: Vec<(String, MetricStats)> = state
+        .metrics
+        .iter()
+        .zip(&state.names)
+        .filter_map(|(w, name)| Some((name, w.as_ref()?)))
+        .map(|(name, w)| {
+            let m = &w.moments;
+            // STATS order: count, last, max, mean, min, slope_per_h, stddev.
+            let stats = [
+                Some(to_micro(m.n as f64)),
+                Some(w.last),
+                w.maxima.front().map(|(_, v)| *v),
+                m.mean_y().map(|v| v.round() as i64),
+                w.minima.front().map(|(_, v)| *v),
+                slope_per_hour(m).map(|v| v.round() as i64),
+                m.stddev_y().map(|v| v.round() as i64),
+            ];
+            (name.clone(), stats)
+        })
+        .collect();
+    metrics.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut features = DeviceFeatures {
+        device_id: String::new(),
+        last_seen_ms,
+        metrics,
+        domain: [None; 8],
+    };
+    let micro = |v: Option<f64>| v.filter(|v| v.is_finite()).map(to_micro);
+    if let Some(t) = &state.tooth {
+        // DOMAIN order.
+        features.domain[0] = micro(t.wear_pct());
+        features.domain[1] = t.wear_rate_micro_per_h;
+        features.domain[2] = micro(t.hours_to_limit());
+        features.domain[3] = Some(to_micro(t.impacts as f64));
+        features.domain[4] = t.peak_impact_micro;
+        let lost = t.status == ToothStatus::Lost;
+        features.domain[7] = Some(to_micro(if lost { 1.0 } else { 0.0 }));
+    }
+    if let Some(installed) = state.installed.filter(|i| *i <= last_seen_ms) {
+        let hours = (last_seen_ms - installed) as f64 / MS_PER_HOUR as f64;
+        features.domain[5] = micro(Some(hours));
+    }
+    features.domain[6] = state.abrasiveness;
+    Some(features)
+}
+
+fn schema() -> ViewSchema {
+    use ColumnType::*;
+    let mut columns = vec![
+        Column::required("device_id", Utf8),
+        Column::required("last_seen_ms", TimestampMs),
+    ];
+    columns.extend(DOMAIN.iter().map(|c| Column::nullable(c, Float64)));
+    columns.push(Column::required("features", Utf8));
+    crate::schema(
+        "features",
+        ViewKind::Keyed,
+        1,
+        columns,
+        "per device: the feature vector the failure model sees (`features` holds every \
+         feature as a JSON object; the domain features also have columns)",
+    )
+}
+
+/// The view row of a device's features.
+pub fn row(f: &DeviceFeatures) -> Row {
+    let mut row = vec![
+        Value::str(f.device_id.as_str()),
+        Value::Int(f.last_seen_ms as i64),
+    ];
+    row.extend(f.domain.iter().map(|v| Value::opt_float(v.map(from_micro))));
+    row.push(Value::Str(f.to_json()));
+    row
+}
+
+/// The `features` view: one row per device.
+pub fn view() -> ViewDef {
+    ViewDef {
+        schema,
+        build: |ctx| ctx.features().map(|f| row(&f)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(ts: u64, strain: f64, load: f64) -> (u64, BTreeMap<String, Micro>) {
+        let metrics = [("load_kn", load), ("strain_ue", strain)]
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), Micro::from_f64(v)))
+            .collect();
+        (ts, metrics)
+    }
+
+    #[test]
+    fn window_statistics_per_metric() {
+        let mut state = DeviceState::default();
+        let hour = MS_PER_HOUR;
+        // Out of order on purpose; the first reading leaves the 1 h window.
+        for (ts, strain) in [(0, 999.0), (2 * hour, 420.0), (hour + hour / 2, 400.0)] {
+            let (ts, metrics) = reading(ts, strain, 50.0);
+            fold(&mut state, &Observation::Reading(ts, metrics), MS_PER_HOUR);
+        }
+        let mut f = present(&state).expect("features");
+        f.device_id = "D".into();
+        assert_eq!(f.last_seen_ms, 2 * hour);
+        assert_eq!(f.get("strain_ue.count"), Some(2.0));
+        assert_eq!(f.get("strain_ue.last"), Some(420.0));
+        assert_eq!(f.get("strain_ue.min"), Some(400.0));
+        assert_eq!(f.get("strain_ue.max"), Some(420.0));
+        assert_eq!(f.get("strain_ue.mean"), Some(410.0));
+        assert_eq!(f.get("strain_ue.stddev"), Some(10.0));
+        // 20 units over half an hour.
+        assert_eq!(f.get("strain_ue.slope_per_h"), Some(40.0));
+        assert_eq!(f.get("load_kn.slope_per_h"), Some(0.0));
+        assert_eq!(f.get("wear_pct"), None);
+        assert_eq!(f.get("nonsense.mean"), None);
+        // The JSON form round-trips.
+        let back = DeviceFeatures::from_values("D", f.last_seen_ms, f.values());
+        assert_eq!(back, f);
+        let parsed: BTreeMap<String, f64> = serde_json::from_str(&f.to_json()).expect("JSON");
+        let again = DeviceFeatures::from_values("D", f.last_seen_ms, parsed);
+        assert_eq!(again, f);
+    }
+}

@@ -1,0 +1,566 @@
+//! `wearflow train` and `wearflow predict`: history replayed through the live dataflow, its
+//! `features` view sampled over event time, labelled from failure work orders, a model trained
+//! and scored.
+//!
+//! Labels (DOMAIN.md): a device fails when a work order for it completes with reason
+//! `failure`. A sample of device `d` at time `t` looks at `d`'s next completed work order after
+//! `t`: a failure `f` hours later gives `rul = f` and `fails = f <= H`; a replacement for any
+//! other reason means this tooth did not fail (`fails = false`, life censored); no replacement
+//! before the end of the history gives `fails = false` if the history runs at least `H` hours
+//! past `t`, else the sample is dropped. Samples where the engine already counts the tooth as
+//! lost are left out: that is detection (`tooth_lost`), not prediction.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+use serde_json::json;
+use wearflow_dataflows::features::DeviceFeatures;
+use wearflow_dataflows::model::{Model, ModelSlot};
+use wearflow_operators::{Time, Value};
+use wearflow_sinks::ServingStore;
+use wearflow_sinks::store::Snapshot;
+use wearflow_sources::decode::decode;
+use wearflow_sources::{Event, OrderKind, OrderStatus, StreamKind, WorkReason};
+
+use crate::config::{Config, SourceConfig};
+use crate::runtime;
+
+const HOUR: f64 = 3_600_000.0;
+
+/// One labelled sample: a device's features at a moment.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// The features.
+    pub features: DeviceFeatures,
+    /// The moment (the snapshot's `as_of`).
+    pub at_ms: Time,
+    /// Fails within the horizon.
+    pub fails: bool,
+    /// Hours to the failure, if this tooth failed.
+    pub rul_hours: Option<f64>,
+}
+
+/// What the replay of one history produced.
+pub struct Replay {
+    /// Labelled samples.
+    pub samples: Vec<Sample>,
+    /// The store after the end of the history.
+    pub store: Arc<ServingStore>,
+}
+
+/// Replays `dir` through the dataflow (with `models` as the model), sampling each active
+/// device's features every `every_ms` of event time, labelled for horizon `horizon_h`.
+pub fn replay(
+    dir: &Path,
+    horizon_h: f64,
+    every_ms: u64,
+    models: ModelSlot,
+) -> anyhow::Result<Replay> {
+    let mut config = Config {
+        source: SourceConfig::Files {
+            dir: dir.to_path_buf(),
+            speed: 0.0,
+        },
+        models,
+        ..Config::default()
+    };
+    // Snapshots every few minutes of event time, so samples sit close to their moment.
+    config.clock.tick_records = 5_000;
+    let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
+    config.data_dir = scratch.path().to_path_buf();
+    let store = Arc::new(ServingStore::new(runtime::view_schemas()));
+    let sampler = Arc::new(Mutex::new(Sampler::new(
+        every_ms,
+        config.dataflow.trend_window_ms,
+    )));
+    let tap = Arc::clone(&sampler);
+    store.set_tap(Box::new(move |snapshot| {
+        if let Ok(mut sampler) = tap.lock() {
+            sampler.observe(snapshot);
+        }
+    }));
+    runtime::run_to_end(&config, Arc::clone(&store))
+        .with_context(|| format!("cannot replay {}", dir.display()))?;
+    let taken = std::mem::take(
+        &mut sampler
+            .lock()
+            .map_err(|_| anyhow::anyhow!("sampler poisoned"))?
+            .taken,
+    );
+    let labels = Labels::read(dir)?;
+    let samples = taken
+        .into_iter()
+        .filter(|(f, _)| f.get("lost").is_none_or(|l| l < 0.5))
+        .filter_map(|(features, at_ms)| {
+            let (fails, rul_hours) = labels.label(&features.device_id, at_ms, horizon_h)?;
+            Some(Sample {
+                features,
+                at_ms,
+                fails,
+                rul_hours,
+            })
+        })
+        .collect();
+    Ok(Replay { samples, store })
+}
+
+/// Keeps the `features` view current from snapshot changes and takes samples.
+struct Sampler {
+    every_ms: u64,
+    warmup_ms: u64,
+    first_as_of: Option<Time>,
+    next_ms: Time,
+    devices: HashMap<String, (u64, BTreeMap<String, f64>)>,
+    taken: Vec<(DeviceFeatures, Time)>,
+}
+
+impl Sampler {
+    fn new(every_ms: u64, warmup_ms: u64) -> Sampler {
+        Sampler {
+            every_ms: every_ms.max(1),
+            warmup_ms,
+            first_as_of: None,
+            next_ms: 0,
+            devices: HashMap::new(),
+            taken: Vec::new(),
+        }
+    }
+
+    fn observe(&mut self, snapshot: &Snapshot) {
+        if let Some(changes) = snapshot.changes.get("features") {
+            for change in changes {
+                let Some(Value::Str(device)) = change.key.first() else {
+                    continue;
+                };
+                let parsed = change.row.as_ref().and_then(|row| {
+                    let seen = match row.get(1) {
+                        Some(Value::Int(ms)) => *ms as u64,
+                        _ => 0,
+                    };
+                    let Some(Value::Str(json)) = row.last() else {
+                        return None;
+                    };
+                    let object: BTreeMap<String, f64> = serde_json::from_str(json).ok()?;
+                    Some((seen, object))
+                });
+                match parsed {
+                    Some(entry) => {
+                        self.devices.insert(device.clone(), entry);
+                    }
+                    None => {
+                        self.devices.remove(device);
+                    }
+                }
+            }
+        }
+        let first = *self.first_as_of.get_or_insert(snapshot.as_of);
+        if self.next_ms == 0 {
+            self.next_ms = first + self.warmup_ms;
+        }
+        if snapshot.as_of < self.next_ms {
+            return;
+        }
+        let at = snapshot.as_of;
+        for (device, (seen, values)) in &self.devices {
+            // Only devices that reported since the previous sample: a machine off shift does
+            // not age its teeth.
+            if *seen + self.every_ms < at || values.is_empty() {
+                continue;
+            }
+            self.taken.push((
+                DeviceFeatures::from_values(
+                    device,
+                    *seen,
+                    values.iter().map(|(name, v)| (name.clone(), *v)),
+                ),
+                at,
+            ));
+        }
+        while self.next_ms <= at {
+            self.next_ms += self.every_ms;
+        }
+    }
+}
+
+/// Completed work orders per device, from the history's `orders.jsonl`.
+struct Labels {
+    /// Per device: (completion time, was a failure), in time order.
+    replaced: HashMap<String, Vec<(Time, bool)>>,
+    /// The newest event time of the history.
+    end_ms: Time,
+}
+
+impl Labels {
+    fn read(dir: &Path) -> anyhow::Result<Labels> {
+        let path = dir.join("orders.jsonl");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut replaced: HashMap<String, Vec<(Time, bool)>> = HashMap::new();
+        let mut end_ms = 0;
+        for (i, line) in text.lines().enumerate() {
+            let Ok(Event::Order(order)) = decode(StreamKind::Orders, 0, i as u64, line.as_bytes())
+            else {
+                continue;
+            };
+            end_ms = end_ms.max(order.ts.0);
+            if order.kind == OrderKind::Work
+                && order.status == OrderStatus::Completed
+                && let Some(device) = order.device_id
+            {
+                let failure = order.reason == Some(WorkReason::Failure);
+                replaced
+                    .entry(device)
+                    .or_default()
+                    .push((order.ts.0, failure));
+            }
+        }
+        for list in replaced.values_mut() {
+            list.sort();
+        }
+        // The history's end: the telemetry file's last line is close enough to its end.
+        if let Some(last) = std::fs::read_to_string(dir.join("telemetry.jsonl"))
+            .ok()
+            .and_then(|t| t.lines().last().map(str::to_string))
+            && let Ok(event) = decode(StreamKind::Telemetry, 0, 0, last.as_bytes())
+        {
+            end_ms = end_ms.max(event.ts_ms());
+        }
+        Ok(Labels { replaced, end_ms })
+    }
+
+    /// `(fails within horizon, rul hours if this tooth fails)`, or none when unknown.
+    fn label(&self, device: &str, at_ms: Time, horizon_h: f64) -> Option<(bool, Option<f64>)> {
+        let next = self
+            .replaced
+            .get(device)
+            .and_then(|list| list.iter().find(|(ts, _)| *ts > at_ms));
+        match next {
+            Some(&(ts, true)) => {
+                let rul = (ts - at_ms) as f64 / HOUR;
+                Some((rul <= horizon_h, Some(rul)))
+            }
+            Some(_) => Some((false, None)),
+            None if (self.end_ms.saturating_sub(at_ms)) as f64 / HOUR >= horizon_h => {
+                Some((false, None))
+            }
+            None => None,
+        }
+    }
+}
+
+/// Scores of a model (or the physics baseline) on labelled samples.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Samples scored.
+    pub samples: usize,
+    /// Of them failing within the horizon.
+    pub positives: usize,
+    /// The threshold the classification figures use.
+    pub threshold: f64,
+    /// Precision at the threshold.
+    pub precision: f64,
+    /// Recall at the threshold.
+    pub recall: f64,
+    /// F1 at the threshold.
+    pub f1: f64,
+    /// Area under the ROC curve.
+    pub roc_auc: f64,
+    /// Area under the precision-recall curve (average precision).
+    pub pr_auc: f64,
+    /// The best recall at precision ≥ 0.80, and the threshold that gives it.
+    pub recall_at_precision_80: (f64, f64),
+    /// Calibration: (mean predicted, observed rate, samples) per decile of prediction.
+    pub calibration: Vec<(f64, f64, usize)>,
+    /// RUL root mean squared error, hours, over samples whose tooth failed.
+    pub rul_rmse_h: f64,
+    /// RUL mean absolute error, hours.
+    pub rul_mae_h: f64,
+    /// RUL samples scored.
+    pub rul_samples: usize,
+}
+
+/// Scores `(p, fails, predicted rul, true rul)` rows at `threshold`.
+pub fn score(rows: &[(f64, bool, Option<f64>, Option<f64>)], threshold: f64) -> Report {
+    let positives = rows.iter().filter(|r| r.1).count();
+    let (precision, recall) = precision_recall(rows, threshold);
+    let f1 = if precision + recall > 0.0 {
+        2.0 * precision * recall / (precision + recall)
+    } else {
+        0.0
+    };
+    let mut sorted: Vec<(f64, bool)> = rows.iter().map(|r| (r.0, r.1)).collect();
+    sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+    // ROC AUC by ranks (ties share their average rank).
+    let negatives = rows.len() - positives;
+    let roc_auc = if positives == 0 || negatives == 0 {
+        f64::NAN
+    } else {
+        let mut ascending = sorted.clone();
+        ascending.reverse();
+        let mut rank_sum = 0.0;
+        let mut i = 0;
+        while i < ascending.len() {
+            let mut j = i;
+            while j + 1 < ascending.len() && ascending[j + 1].0 == ascending[i].0 {
+                j += 1;
+            }
+            let rank = (i + j) as f64 / 2.0 + 1.0;
+            rank_sum += rank * ascending[i..=j].iter().filter(|r| r.1).count() as f64;
+            i = j + 1;
+        }
+        (rank_sum - (positives * (positives + 1)) as f64 / 2.0)
+            / (positives as f64 * negatives as f64)
+    };
+    // Average precision and the best recall at precision ≥ 0.8, walking thresholds down.
+    let (mut tp, mut fp, mut ap, mut best) = (0usize, 0usize, 0.0, (0.0, 1.0));
+    let mut i = 0;
+    while i < sorted.len() {
+        let threshold = sorted[i].0;
+        let mut new_tp = 0;
+        while i < sorted.len() && sorted[i].0 == threshold {
+            if sorted[i].1 {
+                new_tp += 1;
+            } else {
+                fp += 1;
+            }
+            i += 1;
+        }
+        tp += new_tp;
+        let precision = tp as f64 / (tp + fp) as f64;
+        let recall = tp as f64 / positives.max(1) as f64;
+        ap += precision * new_tp as f64 / positives.max(1) as f64;
+        if precision >= 0.8 && recall > best.0 {
+            best = (recall, threshold);
+        }
+    }
+    let mut calibration = Vec::new();
+    let mut by_p: Vec<(f64, bool)> = sorted;
+    by_p.reverse();
+    for chunk in by_p.chunks(by_p.len().div_ceil(10).max(1)) {
+        let mean = chunk.iter().map(|r| r.0).sum::<f64>() / chunk.len() as f64;
+        let rate = chunk.iter().filter(|r| r.1).count() as f64 / chunk.len() as f64;
+        calibration.push((mean, rate, chunk.len()));
+    }
+    let errors: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| Some(r.2? - r.3?))
+        .filter(|e| e.is_finite())
+        .collect();
+    let n = errors.len().max(1) as f64;
+    Report {
+        samples: rows.len(),
+        positives,
+        threshold,
+        precision,
+        recall,
+        f1,
+        roc_auc,
+        pr_auc: ap,
+        recall_at_precision_80: best,
+        calibration,
+        rul_rmse_h: (errors.iter().map(|e| e * e).sum::<f64>() / n).sqrt(),
+        rul_mae_h: errors.iter().map(|e| e.abs()).sum::<f64>() / n,
+        rul_samples: errors.len(),
+    }
+}
+
+fn precision_recall(rows: &[(f64, bool, Option<f64>, Option<f64>)], threshold: f64) -> (f64, f64) {
+    let tp = rows.iter().filter(|r| r.0 >= threshold && r.1).count() as f64;
+    let fp = rows.iter().filter(|r| r.0 >= threshold && !r.1).count() as f64;
+    let positives = rows.iter().filter(|r| r.1).count() as f64;
+    let precision = if tp + fp > 0.0 { tp / (tp + fp) } else { 0.0 };
+    (precision, tp / positives.max(1.0))
+}
+
+/// The model's rows for scoring.
+pub fn model_rows(
+    model: &Model,
+    samples: &[&Sample],
+) -> Vec<(f64, bool, Option<f64>, Option<f64>)> {
+    let features: Vec<&DeviceFeatures> = samples.iter().map(|s| &s.features).collect();
+    model
+        .predict_many(&features)
+        .into_iter()
+        .zip(samples)
+        .map(|(p, s)| (p.p_fail.unwrap_or(0.0), s.fails, p.rul_hours, s.rul_hours))
+        .collect()
+}
+
+/// The physics baseline's rows: RUL = hours to the wear limit; "fails" when that is within
+/// the horizon (scored as a probability of 1 or 0).
+pub fn physics_rows(
+    samples: &[&Sample],
+    horizon_h: f64,
+) -> Vec<(f64, bool, Option<f64>, Option<f64>)> {
+    samples
+        .iter()
+        .map(|s| {
+            let rul = s.features.get("hours_to_limit");
+            let p = if rul.is_some_and(|h| h <= horizon_h) {
+                1.0
+            } else {
+                0.0
+            };
+            (p, s.fails, rul, s.rul_hours)
+        })
+        .collect()
+}
+
+/// The held-out part of an internal split: one device in five, after 70 % of the time span.
+fn held_out(sample: &Sample, cutoff_ms: Time) -> Option<bool> {
+    let test_device =
+        wearflow_dataflows::predictions::shard_of(&sample.features.device_id).is_multiple_of(5);
+    let late = sample.at_ms >= cutoff_ms;
+    match (test_device, late) {
+        (true, true) => Some(true),
+        (false, false) => Some(false),
+        // Training devices late and test devices early are in neither part (no leakage).
+        _ => None,
+    }
+}
+
+/// `wearflow train`.
+pub fn train(
+    histories: &[PathBuf],
+    test_histories: &[PathBuf],
+    horizon_h: f64,
+    every_ms: u64,
+    budget: f32,
+    out: &Path,
+) -> anyhow::Result<serde_json::Value> {
+    if histories.is_empty() {
+        bail!("give at least one --history DIR");
+    }
+    let mut train_samples = Vec::new();
+    for dir in histories {
+        let replay = replay(dir, horizon_h, every_ms, ModelSlot::default())?;
+        eprintln!("{}: {} samples", dir.display(), replay.samples.len());
+        train_samples.extend(replay.samples);
+    }
+    let mut test_samples = Vec::new();
+    for dir in test_histories {
+        let replay = replay(dir, horizon_h, every_ms, ModelSlot::default())?;
+        eprintln!("{} (test): {} samples", dir.display(), replay.samples.len());
+        test_samples.extend(replay.samples);
+    }
+    let split = if test_histories.is_empty() {
+        // Hold out by device and by time within the training history.
+        let (lo, hi) = train_samples.iter().fold((Time::MAX, 0), |(lo, hi), s| {
+            (lo.min(s.at_ms), hi.max(s.at_ms))
+        });
+        let cutoff = lo + (hi.saturating_sub(lo)) * 7 / 10;
+        let mut train = Vec::new();
+        let mut test = Vec::new();
+        for s in train_samples {
+            match held_out(&s, cutoff) {
+                Some(true) => test.push(s),
+                Some(false) => train.push(s),
+                None => {}
+            }
+        }
+        train_samples = train;
+        test_samples = test;
+        "internal: one device in five held out, after 70 % of the time span"
+    } else {
+        "by history: trained on --history, scored on --test-history"
+    };
+    let positives = train_samples.iter().filter(|s| s.fails).count();
+    if positives == 0 {
+        bail!(
+            "the training history has no failure within {horizon_h} h of any sample: \
+             simulate more machines or days"
+        );
+    }
+    let mut names: Vec<String> = train_samples
+        .iter()
+        .flat_map(|s| s.features.values().into_iter().map(|(n, _)| n))
+        .filter(|n| n != "lost")
+        .collect();
+    names.sort();
+    names.dedup();
+    let rows: Vec<&DeviceFeatures> = train_samples.iter().map(|s| &s.features).collect();
+    let failed: Vec<f64> = train_samples
+        .iter()
+        .map(|s| if s.fails { 1.0 } else { 0.0 })
+        .collect();
+    let log_rul: Vec<f64> = train_samples
+        .iter()
+        .map(|s| s.rul_hours.map_or(f64::NAN, f64::ln_1p))
+        .collect();
+    let started = std::time::Instant::now();
+    let mut model = Model::train(names, &rows, &failed, &log_rul, horizon_h, budget)?;
+    let train_refs: Vec<&Sample> = train_samples.iter().collect();
+    // The threshold: the best F1 on the training samples.
+    let train_rows = model_rows(&model, &train_refs);
+    let mut best = (0.0, 0.5);
+    for step in 1..100 {
+        let t = step as f64 / 100.0;
+        let (p, r) = precision_recall(&train_rows, t);
+        let f1 = if p + r > 0.0 {
+            2.0 * p * r / (p + r)
+        } else {
+            0.0
+        };
+        if f1 > best.0 {
+            best = (f1, t);
+        }
+    }
+    model.threshold = best.1;
+    model.restamp()?;
+    let trained_s = started.elapsed().as_secs_f64();
+    let path = model.save(out)?;
+    let test_refs: Vec<&Sample> = test_samples.iter().collect();
+    let report = json!({
+        "model_version": model.version,
+        "horizon_h": horizon_h,
+        "split": split,
+        "train_samples": train_samples.len(),
+        "train_positives": positives,
+        "features": model.features.len(),
+        "training_seconds": trained_s,
+        "model": score(&model_rows(&model, &test_refs), model.threshold),
+        "physics_baseline": score(&physics_rows(&test_refs, horizon_h), 0.5),
+    });
+    let report_path = out.join("report.json");
+    std::fs::write(&report_path, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", report_path.display()))?;
+    eprintln!("wrote {} and {}", path.display(), report_path.display());
+    Ok(report)
+}
+
+/// `wearflow predict`: the final `maintenance_predictions` rows of a replay with the model.
+pub fn predict(history: &Path, model_dir: &Path, out: &Path) -> anyhow::Result<usize> {
+    let slot = ModelSlot::load_from(model_dir)?;
+    let replay = replay(history, 24.0, u64::MAX / 4, slot)?;
+    let snapshot = replay.store.snapshot();
+    let view = snapshot
+        .view("maintenance_predictions")
+        .context("no maintenance_predictions view")?;
+    let schema = &view.schema;
+    let mut text = String::new();
+    let mut count = 0;
+    for row in view.iter() {
+        let mut object = serde_json::Map::new();
+        for (column, value) in schema.columns.iter().zip(row) {
+            object.insert(column.name.clone(), value_json(value));
+        }
+        text.push_str(&serde_json::Value::Object(object).to_string());
+        text.push('\n');
+        count += 1;
+    }
+    std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(count)
+}
+
+fn value_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => json!(b),
+        Value::Int(i) => json!(i),
+        Value::Float(f) => json!(f),
+        Value::Str(s) => json!(s),
+    }
+}

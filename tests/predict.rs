@@ -1,0 +1,170 @@
+//! Predictive maintenance end to end: history files → `train` (through the live dataflow) →
+//! model file and report → `predict` rows → a live engine that switches models on reload.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wearflow::config::{Config, SourceConfig};
+use wearflow::metrics::Metrics;
+use wearflow::predict;
+use wearflow::runtime;
+use wearflow_dataflows::model::{Model, ModelSlot};
+use wearflow_operators::Value;
+use wearflow_sinks::ServingStore;
+use wearflow_sources::{SimulatorConfig, simulate, write_jsonl};
+
+/// A small fleet with a raised failure rate, read every 10 minutes.
+fn history(dir: &Path, seed: u64, days: u64) {
+    let config = SimulatorConfig {
+        seed,
+        machines: 8,
+        telemetry_interval_ms: 600_000,
+        failure_rate_scale: 8.0,
+        ..SimulatorConfig::default()
+    };
+    let (events, truth) = simulate(config, days * 86_400_000);
+    assert!(!truth.is_empty(), "the history has failures");
+    write_jsonl(dir, &events).expect("write history");
+}
+
+fn column(row: &[Value], schema: &wearflow_operators::ViewSchema, name: &str) -> Value {
+    row[schema.column_index(name).expect("column")].clone()
+}
+
+#[test]
+fn train_then_predict_then_reload_live() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (train_dir, test_dir) = (root.path().join("train"), root.path().join("test"));
+    history(&train_dir, 11, 12);
+    history(&test_dir, 12, 8);
+    let model_dir = root.path().join("model");
+
+    // Train on one seed, score on another.
+    let report = predict::train(
+        std::slice::from_ref(&train_dir),
+        std::slice::from_ref(&test_dir),
+        24.0,
+        3_600_000,
+        0.3,
+        &model_dir,
+    )
+    .expect("train");
+    let model = Model::load(&model_dir).expect("the model file loads");
+    assert_eq!(report["model_version"], model.version.as_str());
+    assert!(report["train_positives"].as_u64().expect("positives") > 0);
+    assert!(model.features.iter().any(|f| f == "strain_ue.mean"));
+    assert!(model.features.iter().any(|f| f == "wear_pct"));
+    let scored = &report["model"];
+    let positives = scored["positives"].as_u64().expect("test positives");
+    assert!(positives > 0, "{report}");
+    // The crack shows in strain: the model must rank failing teeth far above chance.
+    let auc = scored["roc_auc"].as_f64().expect("auc");
+    assert!(auc > 0.7, "ROC AUC {auc}: {report}");
+    assert!(report["physics_baseline"]["samples"].as_u64() == scored["samples"].as_u64());
+    assert!(model_dir.join("report.json").exists());
+
+    // Batch scoring: one row per reporting device, each naming the model.
+    let out = root.path().join("predictions.jsonl");
+    let rows = predict::predict(&test_dir, &model_dir, &out).expect("predict");
+    assert!(rows > 0);
+    let text = std::fs::read_to_string(&out).expect("predictions file");
+    let mut devices = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+        assert_eq!(row["model_version"], model.version.as_str(), "{row}");
+        let p = row["p_fail"].as_f64().expect("p_fail");
+        assert!((0.0..=1.0).contains(&p), "{row}");
+        assert!(row["rul_hours"].as_f64().is_some_and(|h| h >= 0.0), "{row}");
+        assert!(devices.insert(row["device_id"].as_str().expect("id").to_string()));
+    }
+    assert_eq!(devices.len(), rows);
+
+    // Live: the engine predicts with model A, then switches every device to model B.
+    let live_dir = root.path().join("live-model");
+    model.save(&live_dir).expect("save A");
+    let slot = ModelSlot::load_from(&live_dir).expect("load A");
+    let version_a = slot.version();
+    let data = tempfile::tempdir().expect("data dir");
+    let mut config = Config {
+        data_dir: data.path().to_path_buf(),
+        source: SourceConfig::Simulator {
+            seed: 5,
+            machines: 3,
+            speed: 600.0,
+            duration_ms: None,
+            start_ms: None,
+        },
+        models: slot.clone(),
+        ..Config::default()
+    };
+    config.archive.enabled = false;
+    let store = Arc::new(ServingStore::new(runtime::view_schemas()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let engine = {
+        let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            runtime::run(&config, store, Arc::new(Metrics::new()), stop).expect("engine")
+        })
+    };
+    let versions = |store: &ServingStore| -> (usize, Vec<String>) {
+        let snapshot = store.snapshot();
+        let view = snapshot.view("maintenance_predictions").expect("view");
+        let schema = view.schema.clone();
+        let mut found: Vec<String> = view
+            .iter()
+            .map(|row| match column(row, &schema, "model_version") {
+                Value::Str(v) => v,
+                other => panic!("model_version {other:?}"),
+            })
+            .collect();
+        let rows = found.len();
+        found.sort();
+        found.dedup();
+        (rows, found)
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let began = Instant::now();
+        while !done() {
+            if began.elapsed() > Duration::from_secs(120) {
+                stop.store(true, Ordering::Release);
+                panic!("timed out waiting for {what}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("predictions of model A", &|| {
+        let (rows, found) = versions(&store);
+        rows >= 10 && found == vec![version_a.clone()]
+    });
+
+    let mut changed = model.clone();
+    changed.threshold = (model.threshold * 0.5).max(0.01);
+    changed.restamp().expect("restamp");
+    changed.save(&live_dir).expect("save B");
+    let version_b = slot.reload().expect("reload").version.clone();
+    assert_ne!(version_a, version_b);
+    wait("every prediction on model B", &|| {
+        let (rows, found) = versions(&store);
+        rows >= 10 && found == vec![version_b.clone()]
+    });
+    // Drift is computed against the current model's training distribution.
+    wait("model_drift rows of model B", &|| {
+        let snapshot = store.snapshot();
+        let view = snapshot.view("model_drift").expect("view");
+        let schema = view.schema.clone();
+        !view.is_empty()
+            && view
+                .iter()
+                .all(|row| column(row, &schema, "model_version") == Value::str(&version_b))
+    });
+
+    // A broken model file is refused and the current model stays.
+    std::fs::write(live_dir.join("model.json"), b"{\"format\": 1").expect("corrupt");
+    assert!(slot.reload().is_err());
+    assert_eq!(slot.version(), version_b);
+
+    stop.store(true, Ordering::Release);
+    engine.join().expect("engine thread");
+}
