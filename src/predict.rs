@@ -59,38 +59,27 @@ pub fn replay(
     every_ms: u64,
     models: ModelSlot,
 ) -> anyhow::Result<Replay> {
-    let mut config = Config {
-        source: SourceConfig::Files {
-            dir: dir.to_path_buf(),
-            speed: 0.0,
-        },
-        models,
-        ..Config::default()
-    };
-    // Snapshots every few minutes of event time, so samples sit close to their moment.
-    config.clock.tick_records = 5_000;
-    let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
-    config.data_dir = scratch.path().to_path_buf();
-    let store = Arc::new(ServingStore::new(runtime::view_schemas()));
     let sampler = Arc::new(Mutex::new(Sampler::new(
         every_ms,
-        config.dataflow.trend_window_ms,
+        Config::default().dataflow.trend_window_ms,
     )));
     let tap = Arc::clone(&sampler);
-    store.set_tap(Box::new(move |snapshot| {
-        if let Ok(mut sampler) = tap.lock() {
-            sampler.observe(snapshot);
-        }
-    }));
-    runtime::run_to_end(&config, Arc::clone(&store))
-        .with_context(|| format!("cannot replay {}", dir.display()))?;
+    let store = run_history(
+        dir,
+        models,
+        Some(Box::new(move |snapshot| {
+            if let Ok(mut sampler) = tap.lock() {
+                sampler.observe(snapshot);
+            }
+        })),
+    )?;
     let taken = std::mem::take(
         &mut sampler
             .lock()
             .map_err(|_| anyhow::anyhow!("sampler poisoned"))?
             .taken,
     );
-    let labels = Labels::read(dir)?;
+    let labels = Labels::read(dir, store.snapshot().as_of)?;
     let samples = taken
         .into_iter()
         .filter(|(f, _)| f.get("lost").is_none_or(|l| l < 0.5))
@@ -105,6 +94,33 @@ pub fn replay(
         })
         .collect();
     Ok(Replay { samples, store })
+}
+
+/// Replays `dir` to its end through the dataflow with `models`; `tap` sees every snapshot.
+fn run_history(
+    dir: &Path,
+    models: ModelSlot,
+    tap: Option<wearflow_sinks::store::Tap>,
+) -> anyhow::Result<Arc<ServingStore>> {
+    let mut config = Config {
+        source: SourceConfig::Files {
+            dir: dir.to_path_buf(),
+            speed: 0.0,
+        },
+        models,
+        ..Config::default()
+    };
+    // Snapshots every few minutes of event time, so samples sit close to their moment.
+    config.clock.tick_records = 5_000;
+    let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
+    config.data_dir = scratch.path().to_path_buf();
+    let store = Arc::new(ServingStore::new(runtime::view_schemas()));
+    if let Some(tap) = tap {
+        store.set_tap(tap);
+    }
+    runtime::run_to_end(&config, Arc::clone(&store))
+        .with_context(|| format!("cannot replay {}", dir.display()))?;
+    Ok(store)
 }
 
 /// Keeps the `features` view current from snapshot changes and takes samples.
@@ -194,18 +210,17 @@ struct Labels {
 }
 
 impl Labels {
-    fn read(dir: &Path) -> anyhow::Result<Labels> {
+    /// `end_ms`: the newest event time of the history (the replay's final `as_of`).
+    fn read(dir: &Path, end_ms: Time) -> anyhow::Result<Labels> {
         let path = dir.join("orders.jsonl");
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let mut replaced: HashMap<String, Vec<(Time, bool)>> = HashMap::new();
-        let mut end_ms = 0;
         for (i, line) in text.lines().enumerate() {
             let Ok(Event::Order(order)) = decode(StreamKind::Orders, 0, i as u64, line.as_bytes())
             else {
                 continue;
             };
-            end_ms = end_ms.max(order.ts.0);
             if order.kind == OrderKind::Work
                 && order.status == OrderStatus::Completed
                 && let Some(device) = order.device_id
@@ -219,14 +234,6 @@ impl Labels {
         }
         for list in replaced.values_mut() {
             list.sort();
-        }
-        // The history's end: the telemetry file's last line is close enough to its end.
-        if let Some(last) = std::fs::read_to_string(dir.join("telemetry.jsonl"))
-            .ok()
-            .and_then(|t| t.lines().last().map(str::to_string))
-            && let Ok(event) = decode(StreamKind::Telemetry, 0, 0, last.as_bytes())
-        {
-            end_ms = end_ms.max(event.ts_ms());
         }
         Ok(Labels { replaced, end_ms })
     }
@@ -534,8 +541,7 @@ pub fn train(
 /// `wearflow predict`: the final `maintenance_predictions` rows of a replay with the model.
 pub fn predict(history: &Path, model_dir: &Path, out: &Path) -> anyhow::Result<usize> {
     let slot = ModelSlot::load_from(model_dir)?;
-    let replay = replay(history, 24.0, u64::MAX / 4, slot)?;
-    let snapshot = replay.store.snapshot();
+    let snapshot = run_history(history, slot, None)?.snapshot();
     let view = snapshot
         .view("maintenance_predictions")
         .context("no maintenance_predictions view")?;

@@ -8,7 +8,7 @@ use crate::{Collection, Moments, Time, Window};
 /// Windowed statistics of one key, in the input's fixed-point units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Stats {
-    /// Count, sums and power sums; `x` is event time in ms, `y` the value.
+    /// Count, sums and power sums (only the `y` fields are used).
     pub moments: Moments,
     /// Smallest value in the window.
     pub min: i64,
@@ -32,10 +32,6 @@ impl Stats {
     /// Population standard deviation of the values.
     pub fn stddev(&self) -> Option<f64> {
         self.moments.stddev_y()
-    }
-    /// Least-squares slope of the values over event time, per hour.
-    pub fn slope_per_hour(&self) -> Option<f64> {
-        crate::trend::slope_per_hour(&self.moments)
     }
 }
 
@@ -70,7 +66,7 @@ impl<'scope, K: ExchangeData + Hashable + std::hash::Hash> WindowStats<'scope, K
             .window(window_ms);
         let moments = windowed
             .clone()
-            .explode(|(key, ts, value)| Some((key, Moments::of(ts as i64, value))))
+            .explode(|(key, _ts, value)| Some((key, Moments::of(0, value))))
             .count()
             .map(|(key, moments)| (key, (moments, ())));
         let buckets = windowed
@@ -118,23 +114,19 @@ mod tests {
 
     const W: u64 = 20;
 
-    type Summary = (i64, i128, i128, i64, i64);
-
-    /// Per key: count, Σ value, Σ value × event time, min, max.
-    fn oracle(events: &[(u8, u64, i64, u64)], q: Time) -> BTreeMap<u8, Summary> {
-        let mut out: BTreeMap<u8, Vec<(u64, i64)>> = BTreeMap::new();
+    fn oracle(events: &[(u8, u64, i64, u64)], q: Time) -> BTreeMap<u8, (i64, i128, i64, i64)> {
+        let mut out: BTreeMap<u8, Vec<i64>> = BTreeMap::new();
         for &(key, ts, value, stamp) in events {
             if stamp <= q && ts + W > q {
-                out.entry(key).or_default().push((ts, value));
+                out.entry(key).or_default().push(value);
             }
         }
         out.into_iter()
             .map(|(k, vs)| {
-                let sum: i128 = vs.iter().map(|(_, v)| *v as i128).sum();
-                let sxy: i128 = vs.iter().map(|(t, v)| *t as i128 * *v as i128).sum();
-                let min = vs.iter().map(|(_, v)| *v).min().expect("non-empty");
-                let max = vs.iter().map(|(_, v)| *v).max().expect("non-empty");
-                (k, (vs.len() as i64, sum, sxy, min, max))
+                let sum: i128 = vs.iter().map(|v| *v as i128).sum();
+                let min = *vs.iter().min().expect("non-empty");
+                let max = *vs.iter().max().expect("non-empty");
+                (k, (vs.len() as i64, sum, min, max))
             })
             .collect()
     }
@@ -152,11 +144,11 @@ mod tests {
             let updates = events.iter().map(|&(k, ts, v, stamp)| ((k, (ts, v)), stamp, 1)).collect();
             let out = run(workers, updates, |c| c.window_stats("test", W));
             for q in 0..80 {
-                let got: BTreeMap<u8, Summary> = accumulate_at(&out, q)
+                let got: BTreeMap<u8, (i64, i128, i64, i64)> = accumulate_at(&out, q)
                     .into_iter()
                     .map(|((k, s), d)| {
                         assert_eq!(d, 1);
-                        (k, (s.count(), s.sum(), s.moments.sxy, s.min, s.max))
+                        (k, (s.count(), s.sum(), s.min, s.max))
                     })
                     .collect();
                 prop_assert_eq!(got, oracle(&events, q), "at time {}", q);
