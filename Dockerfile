@@ -2,8 +2,10 @@
 # The wearflow engine image: built in the Rust image, run as a non-root user in Debian slim.
 #
 #   docker build -t wearflow .
-#   docker run --rm -p 127.0.0.1:8080:8080 -p 127.0.0.1:6875:6875 wearflow
+#   docker run --rm -e WEARFLOW_AUTH_TOKENS="me:admin:$(openssl rand -hex 16)" \
+#     -p 127.0.0.1:8080:8080 -p 127.0.0.1:6875:6875 wearflow
 #
+# `run` refuses to start without credentials (README, "Access"); `demo` runs open.
 # Without a config file the engine runs its embedded simulator; mount a wearflow.toml at
 # /etc/wearflow/wearflow.toml and run `run --config /etc/wearflow/wearflow.toml` for Kafka
 # (deploy/compose/ does). Checked by deploy/check.py; never built on the development machine

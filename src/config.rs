@@ -38,6 +38,74 @@ pub struct Config {
     /// The loaded model (runtime wiring, not configuration).
     #[serde(skip)]
     pub models: wearflow_dataflows::model::ModelSlot,
+    /// Who may use the HTTP API and the Postgres server, and the audit log.
+    pub auth: AuthConfig,
+}
+
+/// A secret from the environment: kept out of `Debug` output, logs and config files.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Authentication and audit (`[auth]`). `wearflow run` refuses to start without at least one
+/// credential source; only `wearflow demo` runs open.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Static tokens: a TOML file of `[[token]]` entries with `user`, `role` and either
+    /// `token` or its hex `sha256` (`WEARFLOW_AUTH_TOKENS_FILE`).
+    pub tokens_file: Option<PathBuf>,
+    /// Static tokens from `WEARFLOW_AUTH_TOKENS`: `user:role:token`, comma-separated.
+    #[serde(skip)]
+    pub inline_tokens: Option<Secret>,
+    /// JWT verification (`[auth.jwt]`; `WEARFLOW_AUTH_JWT_SECRET` alone enables HS256).
+    pub jwt: Option<JwtConfig>,
+    /// The append-only audit log (default `<data_dir>/audit.jsonl`).
+    pub audit_log: Option<PathBuf>,
+}
+
+/// How bearer JWTs are verified. The subject (`sub`) is the user, `role_claim` the role;
+/// `exp` is required.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// `HS256`, `HS384`, `HS512`, `RS256`, `RS384`, `RS512`, `PS256`, `ES256`, `ES384`, `EdDSA`.
+    pub algorithm: String,
+    /// The HMAC secret for `HS*`, in a file (or `WEARFLOW_AUTH_JWT_SECRET`).
+    pub secret_file: Option<PathBuf>,
+    /// The HMAC secret from `WEARFLOW_AUTH_JWT_SECRET`.
+    #[serde(skip)]
+    pub secret: Option<Secret>,
+    /// The PEM public key for `RS*`, `PS*`, `ES*` and `EdDSA`.
+    pub public_key_file: Option<PathBuf>,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// The claim holding the role name (or a list of names; the most allowed wins).
+    pub role_claim: String,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_s: u64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            algorithm: "HS256".to_string(),
+            secret_file: None,
+            secret: None,
+            public_key_file: None,
+            issuer: None,
+            audience: None,
+            role_claim: "role".to_string(),
+            leeway_s: 30,
+        }
+    }
 }
 
 /// Cluster mode (`[cluster]`, or `wearflow run --process I --hosts FILE`): this process is
@@ -101,6 +169,7 @@ impl Default for Config {
             cluster: None,
             model_dir: None,
             models: Default::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -279,6 +348,23 @@ impl Config {
                     }
                 }
                 "WEARFLOW_PG_ADDR" => config.sql.pg_addr = value,
+                "WEARFLOW_AUTH_TOKENS" => config.auth.inline_tokens = Some(Secret(value)),
+                "WEARFLOW_AUTH_TOKENS_FILE" => config.auth.tokens_file = Some(PathBuf::from(value)),
+                "WEARFLOW_AUTH_JWT_SECRET" => {
+                    config
+                        .auth
+                        .jwt
+                        .get_or_insert_with(JwtConfig::default)
+                        .secret = Some(Secret(value))
+                }
+                "WEARFLOW_AUTH_JWT_PUBLIC_KEY_FILE" => {
+                    config
+                        .auth
+                        .jwt
+                        .get_or_insert_with(JwtConfig::default)
+                        .public_key_file = Some(PathBuf::from(value))
+                }
+                "WEARFLOW_AUTH_AUDIT_LOG" => config.auth.audit_log = Some(PathBuf::from(value)),
                 _ => {}
             }
         }

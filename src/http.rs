@@ -10,6 +10,13 @@
 //!  GET /health  GET /ready  GET /metrics
 //! ```
 //!
+//! Access: `/health`, `/ready`, `/metrics` and `/openapi.json` are open; every other route
+//! needs `authorization: bearer <token or jwt>` (unless the server runs open, as `demo`
+//! does) and a role: `viewer` for reads, `analyst` for `POST /sql` (view DDL needs `admin`),
+//! `admin` for `POST /models/reload`. A missing or bad credential gets 401
+//! (`unauthenticated`, `token_expired`) with `www-authenticate`, too small a role 403
+//! (`forbidden`). SQL statements and admin actions go to the audit log.
+//!
 //! Every request reads one [`Snapshot`](wearflow_sinks::Snapshot) and answers only from it;
 //! its logical time is in the body as `"as_of"` (epoch ms) and in the `x-wearflow-as-of`
 //! header. Errors are `{"error":{"code","message"},"as_of"}` with a stable snake_case code.
@@ -41,6 +48,9 @@ use tokio::sync::watch;
 use wearflow_operators::Time;
 use wearflow_sinks::ServingStore;
 
+use wearflow_sql::access::{Authenticate, Denied, Principal, Role};
+use wearflow_sql::audit::{AuditLog, entry};
+
 use crate::introspection::DataflowLog;
 use crate::metrics::Metrics;
 
@@ -65,6 +75,154 @@ pub struct AppState {
     pub dataflows: Option<Arc<DataflowLog>>,
     /// The engine's failure model (`GET /models`, `POST /models/reload`).
     pub models: wearflow_dataflows::model::ModelSlot,
+    /// Who may call what, and the audit log.
+    pub access: HttpAccess,
+}
+
+/// Credential checks and the audit log of the API.
+#[derive(Clone, Default)]
+pub struct HttpAccess {
+    /// Checks bearer credentials; none: the API is open and every caller is an admin.
+    pub authenticator: Option<Arc<dyn Authenticate>>,
+    /// Where SQL statements and admin actions are recorded (none: not recorded).
+    pub audit: Option<Arc<AuditLog>>,
+}
+
+impl HttpAccess {
+    /// Records an audited action of `principal`.
+    fn record(
+        &self,
+        principal: Option<&Principal>,
+        action: &str,
+        what: &str,
+        status: StatusCode,
+        code: Option<&str>,
+    ) {
+        if let Some(audit) = &self.audit {
+            let outcome = match status.as_u16() {
+                200..=299 => "ok",
+                401 | 403 => "denied",
+                _ => "error",
+            };
+            audit.record(&entry("http", principal, action, what, outcome, code));
+        }
+    }
+}
+
+/// The least role a route needs; `None` for the open probes and documents.
+fn needed_role(route: Option<&str>) -> Option<Role> {
+    match route {
+        Some("/health" | "/ready" | "/metrics" | "/openapi.json") => None,
+        Some("/sql") => Some(Role::Analyst),
+        Some("/models/reload") => Some(Role::Admin),
+        // Reads, and paths without a route: strangers learn nothing about what exists.
+        _ => Some(Role::Viewer),
+    }
+}
+
+/// The credential of an `authorization: bearer ...` header.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, credential) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credential.trim())
+}
+
+/// Authenticates and authorizes a request; the handler finds the [`Principal`] in the
+/// request's extensions.
+async fn authorize(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let route = matched.as_ref().map(MatchedPath::as_str);
+    let Some(needed) = needed_role(route) else {
+        return next.run(request).await;
+    };
+    let audited = match route {
+        Some("/sql") => Some("sql"),
+        Some("/models/reload") => Some("model_reload"),
+        _ => None,
+    };
+    let principal = match &state.access.authenticator {
+        None => Principal {
+            user: "anonymous".to_string(),
+            role: Role::Admin,
+        },
+        Some(authenticator) => {
+            let checked = match bearer(request.headers()) {
+                Some(credential) => authenticator.authenticate(None, credential),
+                None => Err(Denied::Missing),
+            };
+            match checked {
+                Ok(principal) => principal,
+                Err(denied) => {
+                    let code = match denied {
+                        Denied::Expired => "token_expired",
+                        _ => "unauthenticated",
+                    };
+                    state
+                        .metrics
+                        .auth_failures
+                        .with_label_values(&["http", code])
+                        .inc();
+                    if let Some(action) = audited {
+                        state.access.record(
+                            None,
+                            action,
+                            request.uri().path(),
+                            StatusCode::UNAUTHORIZED,
+                            Some(code),
+                        );
+                    }
+                    let as_of = state.store.snapshot().as_of;
+                    let mut response =
+                        ApiError::new(StatusCode::UNAUTHORIZED, code, denied.to_string(), as_of)
+                            .into_response();
+                    let challenge = if matches!(denied, Denied::Missing) {
+                        "Bearer realm=\"wearflow\""
+                    } else {
+                        "Bearer realm=\"wearflow\", error=\"invalid_token\""
+                    };
+                    response.headers_mut().insert(
+                        axum::http::header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static(challenge),
+                    );
+                    return response;
+                }
+            }
+        }
+    };
+    if !principal.role.allows(needed) {
+        state
+            .metrics
+            .auth_failures
+            .with_label_values(&["http", "forbidden"])
+            .inc();
+        if let Some(action) = audited {
+            state.access.record(
+                Some(&principal),
+                action,
+                request.uri().path(),
+                StatusCode::FORBIDDEN,
+                Some("forbidden"),
+            );
+        }
+        let as_of = state.store.snapshot().as_of;
+        let message = format!(
+            "role {} may not use {} (it needs {needed})",
+            principal.role,
+            route.unwrap_or("this path")
+        );
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", message, as_of).into_response();
+    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
 }
 
 /// The API's routes, with JSON fallbacks for unknown paths (404) and methods (405) and the
@@ -89,7 +247,9 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::openapi))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        // `Router::layer` wraps each route after routing, so the matched path is known.
+        // `Router::layer` wraps each route after routing, so the matched path is known; the
+        // last layer added runs first, so failed logins are timed too.
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,
@@ -265,7 +425,25 @@ async fn models(State(state): State<AppState>) -> Response {
 
 /// `POST /models/reload`: loads the model directory again; the dataflow predicts every device
 /// again with it at its next tick. A missing or invalid file leaves the current model in place.
-async fn reload_model(State(state): State<AppState>) -> Response {
+async fn reload_model(
+    State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
+) -> Response {
+    let response = reload(&state).await;
+    let code = (!response.status().is_success()).then(|| response.status().as_str().to_string());
+    let what = format!("model {}", state.models.version());
+    state.access.record(
+        principal.as_ref().map(|Extension(p)| p),
+        "model_reload",
+        &what,
+        response.status(),
+        code.as_deref(),
+    );
+    response
+}
+
+/// Reloads the model; the answer `POST /models/reload` gives.
+async fn reload(state: &AppState) -> Response {
     use wearflow_dataflows::model::ModelError;
     let as_of = state.store.snapshot().as_of;
     let slot = state.models.clone();

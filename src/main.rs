@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use wearflow::auth::Authenticator;
 use wearflow::config::{ClusterConfig, Config, SourceConfig};
-use wearflow::http::{self, AppState};
+use wearflow::http::{self, AppState, HttpAccess};
 use wearflow::introspection::DataflowLog;
 use wearflow::metrics::Metrics;
 use wearflow::runtime;
@@ -17,6 +18,9 @@ use wearflow_sources::kafka::{ensure_topics, event_key};
 use wearflow_sources::{
     KafkaTopics, Simulator, SimulatorConfig, StreamKind, simulate, write_jsonl,
 };
+use wearflow_sql::access::Authenticate;
+use wearflow_sql::audit::AuditLog;
+use wearflow_sql::pg::PgAccess;
 
 #[derive(Parser)]
 #[command(
@@ -268,7 +272,7 @@ fn main() -> anyhow::Result<()> {
             if let Some(addr) = pg {
                 config.sql.pg_addr = addr;
             }
-            serve(config, serve_after_end)
+            serve(config, serve_after_end, Access::Required)
         }
         Command::Demo {
             http,
@@ -296,7 +300,7 @@ fn main() -> anyhow::Result<()> {
                 ..Config::default()
             };
             config.sql.pg_addr = pg;
-            serve(config, true)
+            serve(config, true, Access::Open)
         }
         Command::Train {
             history,
@@ -381,7 +385,51 @@ fn produce_simulation(
 }
 
 /// Starts HTTP and the engine; returns when the engine ends (or on SIGINT or SIGTERM).
-fn serve(mut config: Config, serve_after_end: bool) -> anyhow::Result<()> {
+/// Whether the servers check credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// Everyone is an admin: `wearflow demo` only.
+    Open,
+    /// Bearer tokens / JWTs over HTTP, passwords over Postgres, roles, the audit log.
+    Required,
+}
+
+/// The servers' credential checks and audit log for `access`.
+fn access(config: &Config, access: Access) -> anyhow::Result<(HttpAccess, PgAccess)> {
+    if access == Access::Open {
+        eprintln!("authentication is off (demo): every client is an admin");
+        return Ok((HttpAccess::default(), PgAccess::default()));
+    }
+    let authenticator = Authenticator::from_config(&config.auth)?;
+    let path = config
+        .auth
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("audit.jsonl"));
+    let audit = Arc::new(
+        AuditLog::open(&path)
+            .with_context(|| format!("cannot open the audit log {}", path.display()))?,
+    );
+    eprintln!(
+        "authentication: {}; audit log {}",
+        authenticator.describe(),
+        path.display()
+    );
+    let authenticator: Arc<dyn Authenticate> = Arc::new(authenticator);
+    Ok((
+        HttpAccess {
+            authenticator: Some(Arc::clone(&authenticator)),
+            audit: Some(Arc::clone(&audit)),
+        },
+        PgAccess {
+            authenticator: Some(authenticator),
+            audit: Some(audit),
+        },
+    ))
+}
+
+fn serve(mut config: Config, serve_after_end: bool, access_mode: Access) -> anyhow::Result<()> {
+    let (http_access, pg_access) = access(&config, access_mode)?;
     if let Some(dir) = &config.model_dir {
         config.models = wearflow_dataflows::model::ModelSlot::load_from(dir)
             .with_context(|| format!("cannot load the model in {}", dir.display()))?;
@@ -407,6 +455,7 @@ fn serve(mut config: Config, serve_after_end: bool) -> anyhow::Result<()> {
             &config.data_dir,
             Arc::clone(&store),
             wearflow::archive::history(&config, &store),
+            pg_access,
         ))
         .context("cannot start the sql layer")?;
     let pg_addr = sql.pg_addr;
@@ -417,6 +466,7 @@ fn serve(mut config: Config, serve_after_end: bool) -> anyhow::Result<()> {
         sql: Some(sql.state.clone()),
         dataflows: Some(Arc::clone(&dataflows)),
         models: config.models.clone(),
+        access: http_access,
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio.spawn(http::serve(listener, state, async move {
@@ -439,11 +489,18 @@ fn serve(mut config: Config, serve_after_end: bool) -> anyhow::Result<()> {
     println!("  metrics:  http://{addr}/metrics");
     println!("  graph:    http://{addr}/dataflows");
     println!("  sql:      POST http://{addr}/sql");
-    println!(
-        "  postgres: psql \"host={} port={} user=wearflow dbname=wearflow\"",
-        pg_addr.ip(),
-        pg_addr.port()
-    );
+    match access_mode {
+        Access::Open => println!(
+            "  postgres: psql \"host={} port={} user=wearflow dbname=wearflow\"",
+            pg_addr.ip(),
+            pg_addr.port()
+        ),
+        Access::Required => println!(
+            "  postgres: psql \"host={} port={} dbname=wearflow\" -U <user> (the password is a token of that user)",
+            pg_addr.ip(),
+            pg_addr.port()
+        ),
+    }
     // Ready once the first snapshot is published: before that every view is empty.
     let ready_store = Arc::clone(&store);
     let ready_flag = Arc::clone(&ready);

@@ -50,6 +50,9 @@ pub struct Metrics {
     pub http_request_seconds: HistogramVec,
     /// `wearflow_dead_letters_total{source}`: error records written to the dead-letter sink.
     pub dead_letters: IntCounterVec,
+    /// `wearflow_auth_failures_total{door,reason}`: refused requests and logins
+    /// (`unauthenticated`, `token_expired`, `forbidden`).
+    pub auth_failures: IntCounterVec,
     /// `wearflow_kafka_consumer_lag_messages{topic,partition}`: messages behind the end.
     pub kafka_lag_messages: IntGaugeVec,
     /// `wearflow_kafka_consumer_lag_seconds{topic,partition}`: age of the newest record read
@@ -153,6 +156,12 @@ impl Metrics {
                 &["route", "method", "status"],
             ),
         );
+        let auth_failures = counter_vec(
+            &registry,
+            "wearflow_auth_failures_total",
+            "Requests and logins refused: missing, invalid or expired credentials, or too small a role.",
+            &["door", "reason"],
+        );
         let dead_letters = counter_vec(
             &registry,
             "wearflow_dead_letters_total",
@@ -243,6 +252,7 @@ impl Metrics {
             freshness_seconds,
             http_request_seconds,
             dead_letters,
+            auth_failures,
         }
     }
 

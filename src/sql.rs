@@ -48,6 +48,7 @@ pub async fn start(
     data_dir: &Path,
     store: Arc<ServingStore>,
     history: Option<HistoryConfig>,
+    access: wearflow_sql::pg::PgAccess,
 ) -> Result<SqlServer, SqlStartError> {
     let engine = SqlEngine::new(
         store,
@@ -76,6 +77,7 @@ pub async fn start(
     let task = tokio::spawn(wearflow_sql::pg::serve(
         listener,
         Arc::clone(&engine),
+        access,
         async move {
             let _ = stopped.await;
         },

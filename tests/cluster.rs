@@ -8,9 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "common/process.rs"]
-mod process;
-use process::Engine;
+use crate::common::process::Engine;
 
 /// Starts a 2-process cluster on loopback, each process `wearflow run ARGS --process I
 /// --hosts FILE` in a directory of its own under `dir`.

@@ -224,9 +224,15 @@ fn dashboard_and_runbook_sql_runs_against_the_real_views() {
             pg_addr: "127.0.0.1:0".into(),
             ..SqlConfig::default()
         };
-        let server = wearflow::sql::start(&sql_config, data.path(), Arc::clone(&store), None)
-            .await
-            .expect("sql layer starts");
+        let server = wearflow::sql::start(
+            &sql_config,
+            data.path(),
+            Arc::clone(&store),
+            None,
+            Default::default(),
+        )
+        .await
+        .expect("sql layer starts");
         let (client, connection) = tokio_postgres::connect(
             &format!(
                 "host=127.0.0.1 port={} user=wearflow dbname=wearflow",

@@ -12,8 +12,7 @@ use wearflow_operators::Value;
 use wearflow_sinks::{ServingStore, Snapshot};
 use wearflow_sources::{SimulatorConfig, simulate, write_jsonl};
 
-mod common;
-use common::render;
+use crate::common::render;
 
 struct Run {
     summary: RunSummary,

@@ -29,8 +29,7 @@ use wearflow_sources::{
     write_jsonl,
 };
 
-mod common;
-use common::render;
+use crate::common::render;
 
 fn brokers() -> &'static str {
     static BROKERS: OnceLock<String> = OnceLock::new();

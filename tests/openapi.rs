@@ -1,19 +1,25 @@
 //! The HTTP API against its own OpenAPI document: schemathesis (pip) generates requests from
-//! `GET /openapi.json` for every operation of a running `wearflow demo` and checks that no
-//! answer is a server error and every answer matches the documented status codes, content
-//! types and schemas. `scripts/test` installs schemathesis.
+//! `GET /openapi.json` for every operation of a running `wearflow run` (authentication on:
+//! schemathesis sends an admin token, and its `ignored_auth` check sends none and a wrong one)
+//! and checks that no answer is a server error and every answer matches the documented status
+//! codes, content types and schemas. `scripts/test` installs schemathesis.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-#[path = "common/process.rs"]
-mod process;
-use process::Engine;
+use crate::common::process::{ADMIN_TOKEN, Engine};
 
 #[test]
 fn the_api_conforms_to_its_openapi_document() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut engine = Engine::start(dir.path(), &["demo", "--machines", "3", "--speed", "600"]);
+    let config = dir.path().join("api.toml");
+    std::fs::write(
+        &config,
+        "[source]\nkind = \"simulator\"\nmachines = 3\nspeed = 600.0\n",
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8 path");
+    let mut engine = Engine::start(&dir.path().join("data"), &["run", "--config", config]);
     let base = engine.base.clone();
     let http = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -23,7 +29,7 @@ fn the_api_conforms_to_its_openapi_document() {
         |path: &str| http.block_on(async { reqwest::get(format!("{base}{path}")).await.ok() });
     let deadline = Instant::now() + Duration::from_secs(60);
     while get("/ready").map(|r| r.status().as_u16()) != Some(200) {
-        assert!(Instant::now() < deadline, "the demo never became ready");
+        assert!(Instant::now() < deadline, "the engine never became ready");
         std::thread::sleep(Duration::from_millis(100));
     }
     let document: serde_json::Value = http
@@ -50,6 +56,7 @@ fn the_api_conforms_to_its_openapi_document() {
     let output = Command::new("schemathesis")
         .args(["run", &format!("{base}/openapi.json")])
         .args(["--exclude-operation-id", "viewChanges"])
+        .args(["--header", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
         .args([
             "--checks",
             "all",
@@ -82,7 +89,7 @@ fn the_api_conforms_to_its_openapi_document() {
     assert_eq!(
         engine.child.try_wait().expect("wait"),
         None,
-        "the demo is still running"
+        "the engine is still running"
     );
     drop(engine);
 }

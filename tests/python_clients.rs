@@ -98,6 +98,7 @@ async fn psycopg_and_duckdb_agree_with_wearflow() {
         &config.data_dir,
         Arc::clone(&store),
         wearflow::archive::history(&config, &store),
+        Default::default(),
     )
     .await
     .expect("sql layer");
@@ -110,6 +111,7 @@ async fn psycopg_and_duckdb_agree_with_wearflow() {
         sql: Some(sql.state.clone()),
         dataflows: Some(log),
         models: Default::default(),
+        access: Default::default(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(listener, state, async move {

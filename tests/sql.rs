@@ -12,12 +12,17 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
+use wearflow::auth::Authenticator;
 use wearflow::config::SqlConfig;
-use wearflow::http::{self, AppState, TRUNCATED_HEADER};
+use wearflow::config::{AuthConfig, JwtConfig, Secret};
+use wearflow::http::{self, AppState, HttpAccess, TRUNCATED_HEADER};
 use wearflow::metrics::Metrics;
 use wearflow::sql::SqlServer;
 use wearflow_operators::{Column, ColumnType, Row, Value, ViewKind, ViewSchema};
 use wearflow_sinks::ServingStore;
+use wearflow_sql::access::Authenticate;
+use wearflow_sql::audit::AuditLog;
+use wearflow_sql::pg::PgAccess;
 
 const TEETH: usize = 0;
 const BALANCES: usize = 1;
@@ -102,12 +107,21 @@ struct Server {
 
 impl Server {
     async fn start(store: Arc<ServingStore>, data_dir: &Path) -> Server {
+        Server::start_with(store, data_dir, HttpAccess::default(), PgAccess::default()).await
+    }
+
+    async fn start_with(
+        store: Arc<ServingStore>,
+        data_dir: &Path,
+        http_access: HttpAccess,
+        pg_access: PgAccess,
+    ) -> Server {
         let config = SqlConfig {
             pg_addr: "127.0.0.1:0".into(),
             http_row_limit: 10,
             ..SqlConfig::default()
         };
-        let sql = wearflow::sql::start(&config, data_dir, Arc::clone(&store), None)
+        let sql = wearflow::sql::start(&config, data_dir, Arc::clone(&store), None, pg_access)
             .await
             .expect("sql layer starts");
         let state = AppState {
@@ -117,6 +131,7 @@ impl Server {
             sql: Some(sql.state.clone()),
             dataflows: None,
             models: Default::default(),
+            access: http_access,
         };
         let listener = http::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");
@@ -472,5 +487,297 @@ async fn named_views_survive_a_restart_and_can_be_dropped() {
         .psql(&["-v", "VERBOSITY=verbose", "-c", "SELECT * FROM worn_teeth"])
         .await;
     assert!(!ok && err.contains("42P01"), "{err}");
+    server.stop().await;
+}
+
+const JWT_SECRET: &str = "the hmac secret of the access test, 32+ bytes";
+
+fn jwt(user: &str, role: &str, exp_offset_s: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({ "sub": user, "role": role, "exp": now + exp_offset_s }),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("jwt")
+}
+
+/// Runs psql as `user` with `password`; returns (success, stdout, stderr).
+async fn psql_as(port: u16, user: &str, password: &str, sql: &str) -> (bool, String, String) {
+    let mut command = Command::new("psql");
+    command
+        .arg(format!(
+            "host=127.0.0.1 port={port} dbname=wearflow sslmode=disable user={user}"
+        ))
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10");
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("psql task")
+        .expect("psql runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_on_every_door_with_wrong_and_expired_credentials() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let authenticator = Authenticator::from_config(&AuthConfig {
+        inline_tokens: Some(Secret(
+            "vera:viewer:viewer-token,ana:analyst:analyst-token,ops:admin:admin-token".into(),
+        )),
+        jwt: Some(JwtConfig {
+            secret: Some(Secret(JWT_SECRET.into())),
+            ..JwtConfig::default()
+        }),
+        ..AuthConfig::default()
+    })
+    .expect("authenticator");
+    let authenticator: Arc<dyn Authenticate> = Arc::new(authenticator);
+    let audit_path = dir.path().join("audit.jsonl");
+    let audit = Arc::new(AuditLog::open(&audit_path).expect("audit log"));
+    let server = Server::start_with(
+        populated_store(),
+        dir.path(),
+        HttpAccess {
+            authenticator: Some(Arc::clone(&authenticator)),
+            audit: Some(Arc::clone(&audit)),
+        },
+        PgAccess {
+            authenticator: Some(authenticator),
+            audit: Some(audit),
+        },
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let call = |method: &str, path: &str, token: Option<&str>, sql: Option<&str>| {
+        let mut request = match method {
+            "GET" => client.get(format!("{}{path}", server.base)),
+            _ => client.post(format!("{}{path}", server.base)),
+        };
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(sql) = sql {
+            request = request.json(&json!({ "sql": sql }));
+        }
+        let is_metrics = path == "/metrics";
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            let challenge = response
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().expect("ascii").to_string());
+            let body: Json = if is_metrics {
+                Json::Null
+            } else {
+                response.json().await.expect("json body")
+            };
+            (status, body, challenge)
+        }
+    };
+
+    // The probes and the API document are open.
+    for path in ["/health", "/ready", "/metrics", "/openapi.json"] {
+        assert_eq!(call("GET", path, None, None).await.0, 200, "{path}");
+    }
+    // Everything else needs a credential: none, a wrong one, an expired or forged JWT.
+    let expired = jwt("ops", "admin", -3600);
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({ "sub": "ops", "role": "admin", "exp": 4_000_000_000u64 }),
+        &jsonwebtoken::EncodingKey::from_secret(b"not the server's secret, but 32+ bytes"),
+    )
+    .expect("jwt");
+    for (method, path, sql) in [
+        ("GET", "/views", None),
+        ("GET", "/views/tooth_wear", None),
+        ("GET", "/views/tooth_wear/t01", None),
+        ("GET", "/models", None),
+        ("GET", "/no/such/path", None),
+        ("POST", "/sql", Some("SELECT 1")),
+        ("POST", "/models/reload", None),
+    ] {
+        let (status, body, challenge) = call(method, path, None, sql).await;
+        assert_eq!(status, 401, "{method} {path} without a token: {body}");
+        assert_eq!(body["error"]["code"], "unauthenticated");
+        assert_eq!(challenge.as_deref(), Some("Bearer realm=\"wearflow\""));
+        for (token, code) in [
+            ("wrong-token", "unauthenticated"),
+            (forged.as_str(), "unauthenticated"),
+            (expired.as_str(), "token_expired"),
+        ] {
+            let (status, body, challenge) = call(method, path, Some(token), sql).await;
+            assert_eq!(status, 401, "{method} {path}: {body}");
+            assert_eq!(body["error"]["code"], code, "{method} {path}: {body}");
+            assert!(
+                challenge.is_some_and(|c| c.contains("invalid_token")),
+                "{method} {path}"
+            );
+        }
+    }
+    // What each role may do: (method, path, sql, viewer, analyst, admin).
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, u16, u16, u16);
+    let cases: [Case; 8] = [
+        ("GET", "/views", None, 200, 200, 200),
+        ("GET", "/views/tooth_wear?limit=2", None, 200, 200, 200),
+        ("GET", "/models", None, 200, 200, 200),
+        (
+            "POST",
+            "/sql",
+            Some("SELECT count(*) AS n FROM tooth_wear"),
+            403,
+            200,
+            200,
+        ),
+        (
+            "POST",
+            "/sql",
+            Some("CREATE VIEW worn AS SELECT * FROM tooth_wear"),
+            403,
+            403,
+            200,
+        ),
+        ("POST", "/sql", Some("DROP VIEW worn"), 403, 403, 200),
+        (
+            "POST",
+            "/sql",
+            Some("DELETE FROM tooth_wear"),
+            403,
+            403,
+            403,
+        ),
+        // No model directory: an admin gets past the door and hears 409.
+        ("POST", "/models/reload", None, 403, 403, 409),
+    ];
+    for (method, path, sql, viewer, analyst, admin) in cases {
+        for (token, expected) in [
+            ("viewer-token", viewer),
+            ("analyst-token", analyst),
+            ("admin-token", admin),
+        ] {
+            let (status, body, _) = call(method, path, Some(token), sql).await;
+            assert_eq!(status, expected, "{token}: {method} {path} {sql:?}: {body}");
+            if status == 403 {
+                let code = body["error"]["code"].as_str().unwrap_or_default();
+                assert!(matches!(code, "forbidden" | "not_allowed"), "{body}");
+            }
+        }
+    }
+    // A JWT carries its role.
+    let analyst_jwt = jwt("kim", "analyst", 600);
+    let (status, body, _) = call("POST", "/sql", Some(&analyst_jwt), Some("SELECT 1 AS one")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"], json!([[1]]));
+    let (status, _, _) = call("POST", "/models/reload", Some(&analyst_jwt), None).await;
+    assert_eq!(status, 403);
+
+    // Postgres: the password is the token (or a JWT whose subject is the user).
+    let port = server.pg_port;
+    let (ok, out, err) = psql_as(port, "ana", "analyst-token", "SELECT 40 + 2").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "42");
+    let (ok, _, err) = psql_as(port, "ana", "wrong-token", "SELECT 1").await;
+    assert!(
+        !ok && err.contains("password authentication failed"),
+        "{err}"
+    );
+    let (ok, _, err) = psql_as(port, "ops", "analyst-token", "SELECT 1").await;
+    assert!(
+        !ok && err.contains("password authentication failed"),
+        "another user's token: {err}"
+    );
+    let (ok, _, err) = psql_as(port, "vera", "viewer-token", "SELECT 1").await;
+    assert!(!ok && err.contains("may not use sql"), "{err}");
+    let (ok, _, err) = psql_as(port, "ops", &expired, "SELECT 1").await;
+    assert!(!ok && err.contains("token expired"), "{err}");
+    let (ok, _, err) = psql_as(
+        port,
+        "ana",
+        "analyst-token",
+        "CREATE VIEW mine AS SELECT * FROM tooth_wear",
+    )
+    .await;
+    assert!(!ok && err.contains("permission denied"), "{err}");
+    let (ok, out, err) = psql_as(port, "kim", &analyst_jwt, "SELECT 'jwt'").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "jwt");
+    let admin_jwt = jwt("root", "admin", 600);
+    let (ok, _, err) = psql_as(
+        port,
+        "root",
+        &admin_jwt,
+        "CREATE VIEW mine AS SELECT * FROM tooth_wear",
+    )
+    .await;
+    assert!(ok, "{err}");
+
+    // The audit log has who did what, and no secret.
+    let text = std::fs::read_to_string(&audit_path).expect("audit log");
+    for secret in ["analyst-token", "admin-token", "viewer-token", JWT_SECRET] {
+        assert!(!text.contains(secret), "a secret in the audit log");
+    }
+    assert!(!text.contains(&analyst_jwt), "a jwt in the audit log");
+    let entries: Vec<Json> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let has = |door: &str, user: Option<&str>, action: &str, what: &str, outcome: &str| {
+        entries.iter().any(|e| {
+            e["door"] == door
+                && e["user"].as_str() == user
+                && e["action"] == action
+                && e["what"].as_str().is_some_and(|w| w.contains(what))
+                && e["outcome"] == outcome
+        })
+    };
+    assert!(
+        has("http", Some("ana"), "sql", "SELECT count(*)", "ok"),
+        "{text}"
+    );
+    assert!(
+        has("http", Some("ana"), "sql", "CREATE VIEW worn", "denied"),
+        "{text}"
+    );
+    assert!(
+        has("http", Some("ops"), "sql", "CREATE VIEW worn", "ok"),
+        "{text}"
+    );
+    assert!(
+        has("http", Some("ops"), "model_reload", "model", "error"),
+        "{text}"
+    );
+    assert!(
+        has(
+            "http",
+            Some("vera"),
+            "model_reload",
+            "/models/reload",
+            "denied"
+        ),
+        "{text}"
+    );
+    assert!(has("http", None, "sql", "/sql", "denied"), "{text}");
+    assert!(
+        has("pgwire", Some("ana"), "sql", "SELECT 40 + 2", "ok"),
+        "{text}"
+    );
+    assert!(
+        has("pgwire", Some("ana"), "sql", "CREATE VIEW mine", "error"),
+        "{text}"
+    );
+    assert!(
+        has("pgwire", Some("root"), "sql", "CREATE VIEW mine", "ok"),
+        "{text}"
+    );
+    assert!(has("pgwire", None, "login", "vera", "denied"), "{text}");
     server.stop().await;
 }

@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
 
-#[path = "common/process.rs"]
-mod process;
-use process::Engine;
+use crate::common::process::{ADMIN_TOKEN, ADMIN_USER, Engine, client};
 
 const EXPENSIVE: [&str; 4] = [
     "SELECT count(*) AS n FROM generate_series(1, 3000000000)",
@@ -33,18 +31,21 @@ fn a_flood_of_expensive_statements_ends_cleanly_and_ingestion_goes_on() {
     let config = config.to_str().expect("utf-8 path");
     let mut engine = Engine::start(&dir.path().join("data"), &["run", "--config", config]);
     let base = engine.base.clone();
-    let conninfo = engine
-        .wait_for("postgres: psql \"", Duration::from_secs(60))
+    let printed = engine.wait_for("postgres: psql \"", Duration::from_secs(60));
+    let host_port = printed
         .trim_start_matches("postgres: psql \"")
-        .trim_end_matches('"')
+        .split('"')
+        .next()
+        .unwrap_or_default()
         .to_string();
+    let conninfo = format!("{host_port} user={ADMIN_USER} password={ADMIN_TOKEN}");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async move {
-        let client = reqwest::Client::new();
+        let client = client();
         let as_of = || async {
             let answer: Json = client
                 .get(format!("{base}/health"))

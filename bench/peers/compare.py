@@ -14,6 +14,7 @@ peers-only column, compared between peers. Exits 1 on any difference.
 import argparse
 import json
 import sys
+import os
 import urllib.parse
 import urllib.request
 
@@ -29,7 +30,11 @@ def fetch_view(base: str, name: str) -> list[dict]:
         if cursor:
             query["cursor"] = cursor
         url = f"{base.rstrip('/')}/views/{name}?{urllib.parse.urlencode(query)}"
-        with urllib.request.urlopen(url, timeout=60) as resp:
+        request = urllib.request.Request(url)
+        token = os.environ.get("WEARFLOW_TOKEN")
+        if token:  # `wearflow run` needs one; `wearflow demo` does not
+            request.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(request, timeout=60) as resp:
             body = json.load(resp)
         rows.extend(body["rows"])
         cursor = body.get("next_cursor")

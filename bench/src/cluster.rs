@@ -40,6 +40,8 @@ fn spawn_run(
         .env("WEARFLOW_DATA_DIR", data)
         .env("WEARFLOW_WORKERS", workers.to_string())
         .env("RUST_LOG", "warn")
+        // `run` needs a credential source; the benchmark makes no authenticated request.
+        .env("WEARFLOW_AUTH_TOKENS", "bench:admin:wearflow-bench-token")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some((process, hosts)) = cluster {

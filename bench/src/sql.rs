@@ -94,7 +94,8 @@ pub async fn run(
         pg_addr: "127.0.0.1:0".into(),
         ..SqlConfig::default()
     };
-    let sql = wearflow::sql::start(&config, dir, Arc::clone(&store), None).await?;
+    let sql =
+        wearflow::sql::start(&config, dir, Arc::clone(&store), None, Default::default()).await?;
     let listener = http::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let state = AppState {
@@ -104,6 +105,7 @@ pub async fn run(
         sql: Some(sql.state.clone()),
         dataflows: None,
         models: Default::default(),
+        access: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(listener, state, async move {

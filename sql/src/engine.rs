@@ -28,6 +28,7 @@ use wearflow_sinks::archive::ArchiveTable;
 use wearflow_sinks::{ServingStore, Snapshot};
 
 use crate::Error;
+use crate::access::Role;
 use crate::as_of::{AsOfFunction, pin_as_of};
 use crate::batch::{BatchCache, arrow_schema};
 use crate::catalog::{NamedView, ViewCatalog};
@@ -306,6 +307,17 @@ impl SqlEngine {
     /// Runs one SQL text holding exactly one statement; `row_limit` caps the rows returned
     /// (one more is computed to tell whether the answer was truncated).
     pub async fn execute(&self, sql: &str, row_limit: Option<usize>) -> Result<Outcome, Error> {
+        self.execute_as(sql, row_limit, Role::Admin).await
+    }
+
+    /// [`SqlEngine::execute`] for a caller with `role`: a statement the role may not run is
+    /// refused with [`Error::Permission`] before it runs.
+    pub async fn execute_as(
+        &self,
+        sql: &str,
+        row_limit: Option<usize>,
+        role: Role,
+    ) -> Result<Outcome, Error> {
         let mut statements = self.parse(sql)?;
         let statement = match (statements.pop(), statements.is_empty()) {
             (Some(statement), true) => statement,
@@ -316,6 +328,13 @@ impl SqlEngine {
                 ));
             }
         };
+        if let Some(needed) = Role::needed_for(&classify(&statement))
+            && !role.allows(needed)
+        {
+            return Err(Error::Permission(format!(
+                "role {role} may not run this statement (it needs {needed})"
+            )));
+        }
         self.execute_statement(statement, row_limit).await
     }
 

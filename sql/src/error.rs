@@ -25,6 +25,9 @@ pub enum Error {
     /// A statement analysts may not run (DDL other than views, DML, COPY, file access).
     #[error("{0}")]
     NotAllowed(String),
+    /// A statement the caller's role may not run.
+    #[error("permission denied: {0}")]
+    Permission(String),
     /// A feature the engine does not have.
     #[error("not supported: {0}")]
     NotSupported(String),
@@ -59,7 +62,7 @@ impl Error {
             Error::UnknownColumn(_) => "42703",
             Error::DuplicateView(_) => "42P07",
             Error::Plan(_) => "42000",
-            Error::NotAllowed(_) => "42501",
+            Error::NotAllowed(_) | Error::Permission(_) => "42501",
             Error::NotSupported(_) => "0A000",
             Error::Timeout(_) => "57014",
             Error::ResourcesExhausted(_) => "53200",
@@ -77,6 +80,7 @@ impl Error {
             Error::UnknownColumn(_) => "unknown_column",
             Error::DuplicateView(_) => "duplicate_view",
             Error::NotAllowed(_) => "not_allowed",
+            Error::Permission(_) => "forbidden",
             Error::NotSupported(_) => "not_supported",
             Error::Timeout(_) => "statement_timeout",
             Error::ResourcesExhausted(_) => "memory_limit",

@@ -16,7 +16,9 @@
 //! [`ViewCatalog`] (named views on disk), [`HistoryTable`] (an archive table, with time
 //! predicates turned into partition pruning), [`pg::serve`] (the Postgres server).
 
+pub mod access;
 mod as_of;
+pub mod audit;
 mod batch;
 mod catalog;
 mod engine;

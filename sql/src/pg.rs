@@ -6,6 +6,11 @@
 //! in the engine; session statements (`SET`, `SHOW x`, `BEGIN`, cursors) go to
 //! `datafusion-postgres`'s own handlers; everything else is refused with SQLSTATE 42501.
 //! Errors carry the engine's SQLSTATE, and a failed statement leaves the connection usable.
+//!
+//! With an [`Authenticate`] in [`PgAccess`], a client logs in with a cleartext password (a
+//! static token or a JWT; use TLS or a trusted network): refused logins end with SQLSTATE
+//! 28P01, a `viewer` with 28000. Each statement then needs the role [`Role::needed_for`] its
+//! kind (42501 otherwise), and every statement and refused login is written to the audit log.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -20,8 +25,11 @@ use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_se
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion_postgres::pgwire;
 use futures::Sink;
-use pgwire::api::auth::StartupHandler;
-use pgwire::api::auth::noop::NoopStartupHandler;
+use futures::SinkExt;
+use pgwire::api::auth::{
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -30,22 +38,37 @@ use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
+use pgwire::api::{PgWireConnectionState, PidSecretKeyGenerator, RandomPidSecretKeyGenerator};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::PgWireFrontendMessage;
+use pgwire::messages::startup::Authentication;
 use pgwire::types::format::FormatOptions;
 use tokio::net::TcpListener;
 
 use crate::Error;
+use crate::access::{Authenticate, Denied, Principal, Role};
+use crate::audit::{AuditLog, entry};
 use crate::engine::{Outcome, SqlEngine, StatementKind, classify};
+
+/// Who may connect, and where their statements are recorded.
+#[derive(Clone, Default)]
+pub struct PgAccess {
+    /// Checks login passwords; none: every client is trusted as an admin (`wearflow demo`).
+    pub authenticator: Option<Arc<dyn Authenticate>>,
+    /// Where statements and refused logins are recorded (none: not recorded).
+    pub audit: Option<Arc<AuditLog>>,
+}
 
 /// Serves the Postgres protocol on `listener` until `shutdown` resolves (open connections are
 /// then left to finish on their own tasks).
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<SqlEngine>,
+    access: PgAccess,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let handlers = Arc::new(WearflowHandlers::new(engine));
+    let handlers = Arc::new(WearflowHandlers::new(engine, access));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -72,12 +95,12 @@ pub async fn serve(
 /// The handlers of every connection.
 struct WearflowHandlers {
     service: Arc<WearflowService>,
-    startup: Arc<TrustingStartup>,
+    startup: Arc<Startup>,
     cancel: Arc<DefaultCancelHandler>,
 }
 
 impl WearflowHandlers {
-    fn new(engine: Arc<SqlEngine>) -> WearflowHandlers {
+    fn new(engine: Arc<SqlEngine>, access: PgAccess) -> WearflowHandlers {
         let inner = Arc::new(DfSessionService::new(Arc::clone(engine.context())));
         let manager = Arc::new(ConnectionManager::new());
         WearflowHandlers {
@@ -87,9 +110,12 @@ impl WearflowHandlers {
                     inner: inner.query_parser(),
                 }),
                 inner,
+                audit: access.audit.clone(),
             }),
-            startup: Arc::new(TrustingStartup {
+            startup: Arc::new(Startup {
                 manager: Arc::clone(&manager),
+                access,
+                pids: RandomPidSecretKeyGenerator::default(),
             }),
             cancel: Arc::new(DefaultCancelHandler::new(manager)),
         }
@@ -114,16 +140,127 @@ impl PgWireServerHandlers for WearflowHandlers {
     }
 }
 
-/// Accepts every user without a password: the server listens on localhost by default and
-/// everything it serves is read-only.
-struct TrustingStartup {
+/// Logs clients in: trusted (no authenticator) or by cleartext password.
+struct Startup {
     manager: Arc<ConnectionManager>,
+    access: PgAccess,
+    pids: RandomPidSecretKeyGenerator,
+}
+
+/// A refused login as a fatal protocol error.
+fn login_error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".to_string(),
+        code.to_string(),
+        message,
+    )))
+}
+
+impl Startup {
+    /// Registers the connection for cancel requests and remembers who it is.
+    fn admit<C: ClientInfo>(&self, client: &mut C, principal: Principal) {
+        let (pid, secret_key) = self.pids.generate(client);
+        client.set_pid_and_secret_key(pid, secret_key.clone());
+        let (handle, guard) = self.manager.register(pid, secret_key);
+        client.session_extensions().insert(handle);
+        client.session_extensions().insert(guard);
+        client.session_extensions().insert(principal);
+    }
+
+    /// Records a refused login.
+    fn audit_refusal(&self, user: Option<&str>, peer: String, code: &str) {
+        if let Some(audit) = &self.access.audit {
+            let mut line = entry(
+                "pgwire",
+                None,
+                "login",
+                user.unwrap_or(""),
+                "denied",
+                Some(code),
+            );
+            line.peer = Some(peer);
+            audit.record(&line);
+        }
+    }
 }
 
 #[async_trait]
-impl NoopStartupHandler for TrustingStartup {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(Arc::clone(&self.manager))
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                if self.access.authenticator.is_none() {
+                    let user = client
+                        .metadata()
+                        .get(pgwire::api::METADATA_USER)
+                        .cloned()
+                        .unwrap_or_else(|| "wearflow".to_string());
+                    let principal = Principal {
+                        user,
+                        role: Role::Admin,
+                    };
+                    self.admit(client, principal);
+                    finish_authentication(client, &DefaultServerParameterProvider::default())
+                        .await?;
+                } else {
+                    client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                    client
+                        .send(PgWireBackendMessage::Authentication(
+                            Authentication::CleartextPassword,
+                        ))
+                        .await?;
+                }
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(password) => {
+                let Some(authenticator) = &self.access.authenticator else {
+                    return Ok(());
+                };
+                let password = password.into_password()?;
+                let user = client.metadata().get(pgwire::api::METADATA_USER).cloned();
+                let peer = client.socket_addr().to_string();
+                let principal = match authenticator
+                    .authenticate(user.as_deref(), &password.password)
+                {
+                    Ok(principal) => principal,
+                    Err(denied) => {
+                        self.audit_refusal(user.as_deref(), peer, "28P01");
+                        let message = match denied {
+                            Denied::Missing | Denied::Invalid | Denied::WrongUser(_) => format!(
+                                "password authentication failed for user \"{}\"",
+                                user.as_deref().unwrap_or("")
+                            ),
+                            Denied::Expired => "token expired".to_string(),
+                        };
+                        return Err(login_error("28P01", message));
+                    }
+                };
+                if !principal.role.allows(Role::Analyst) {
+                    self.audit_refusal(user.as_deref(), peer, "28000");
+                    return Err(login_error(
+                        "28000",
+                        format!(
+                            "role {} may not use sql (it needs analyst or admin)",
+                            principal.role
+                        ),
+                    ));
+                }
+                self.admit(client, principal);
+                finish_authentication(client, &DefaultServerParameterProvider::default()).await?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -132,6 +269,50 @@ struct WearflowService {
     engine: Arc<SqlEngine>,
     inner: Arc<DfSessionService>,
     parser: Arc<WearflowParser>,
+    audit: Option<Arc<AuditLog>>,
+}
+
+impl WearflowService {
+    /// Refuses a statement the client's role may not run (42501). Forbidden statements pass:
+    /// the engine refuses them with its own reason.
+    fn authorize(&self, client: &impl ClientInfo, kind: &StatementKind) -> PgWireResult<()> {
+        let Some(needed) = Role::needed_for(kind) else {
+            return Ok(());
+        };
+        let principal = client.session_extensions().get::<Principal>();
+        let role = principal.as_ref().map_or(Role::Viewer, |p| p.role);
+        if role.allows(needed) {
+            Ok(())
+        } else {
+            Err(pg_error(Error::Permission(format!(
+                "role {role} may not run this statement (it needs {needed})"
+            ))))
+        }
+    }
+
+    /// Records a statement and how it ended.
+    fn audit<T>(&self, client: &impl ClientInfo, statement: &str, result: &PgWireResult<T>) {
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        let principal = client.session_extensions().get::<Principal>();
+        let code = match result {
+            Ok(_) => None,
+            Err(PgWireError::UserError(info)) => Some(info.code.clone()),
+            Err(_) => Some("XX000".to_string()),
+        };
+        let outcome = if code.is_some() { "error" } else { "ok" };
+        let mut line = entry(
+            "pgwire",
+            principal.as_deref(),
+            "sql",
+            statement,
+            outcome,
+            code.as_deref(),
+        );
+        line.peer = Some(client.socket_addr().to_string());
+        audit.record(&line);
+    }
 }
 
 /// An engine error as a Postgres error response.
@@ -182,20 +363,23 @@ impl SimpleQueryHandler for WearflowService {
         }
         let mut responses = Vec::with_capacity(statements.len());
         for statement in statements {
-            if matches!(classify(&statement), StatementKind::Session) {
-                let text = statement.to_string();
-                let mut inner =
+            let text = statement.to_string();
+            let kind = classify(&statement);
+            let result = match self.authorize(client, &kind) {
+                Err(denied) => Err(denied),
+                Ok(()) if matches!(kind, StatementKind::Session) => {
                     <DfSessionService as SimpleQueryHandler>::do_query(&self.inner, client, &text)
-                        .await?;
-                responses.append(&mut inner);
-                continue;
+                        .await
+                }
+                Ok(()) => match self.engine.execute_statement(statement, None).await {
+                    Ok(outcome) => respond(outcome, &Format::UnifiedText, client).map(|r| vec![r]),
+                    Err(error) => Err(pg_error(error)),
+                },
+            };
+            if !matches!(kind, StatementKind::Session) {
+                self.audit(client, &text, &result);
             }
-            let outcome = self
-                .engine
-                .execute_statement(statement, None)
-                .await
-                .map_err(pg_error)?;
-            responses.push(respond(outcome, &Format::UnifiedText, client)?);
+            responses.append(&mut result?);
         }
         Ok(responses)
     }
@@ -307,16 +491,34 @@ impl ExtendedQueryHandler for WearflowService {
         let (_, Some((statement, plan))) = &portal.statement.statement else {
             return Ok(Response::EmptyQuery);
         };
-        match classify(statement) {
-            StatementKind::Session => {
-                <DfSessionService as ExtendedQueryHandler>::do_query(
-                    &self.inner,
-                    client,
-                    portal,
-                    max_rows,
-                )
-                .await
-            }
+        let kind = classify(statement);
+        self.authorize(client, &kind)?;
+        if matches!(kind, StatementKind::Session) {
+            return <DfSessionService as ExtendedQueryHandler>::do_query(
+                &self.inner,
+                client,
+                portal,
+                max_rows,
+            )
+            .await;
+        }
+        let result = self.run_portal(client, portal, statement, plan, kind).await;
+        self.audit(client, &statement.to_string(), &result);
+        result
+    }
+}
+
+impl WearflowService {
+    /// Runs a bound query or view statement.
+    async fn run_portal<C: ClientInfo>(
+        &self,
+        client: &C,
+        portal: &Portal<Statement>,
+        statement: &datafusion::sql::sqlparser::ast::Statement,
+        plan: &LogicalPlan,
+        kind: StatementKind,
+    ) -> PgWireResult<Response> {
+        match kind {
             StatementKind::Query => {
                 let params = self.bind(portal, plan)?;
                 let plan = plan

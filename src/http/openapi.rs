@@ -44,7 +44,7 @@ pub fn document(views: &[&str]) -> JsonValue {
         "schema": { "type": "string", "enum": views }
     });
     let as_of = json!({ "type": "integer", "format": "int64", "minimum": 0 });
-    json!({
+    let mut document = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "wearflow",
@@ -205,5 +205,39 @@ pub fn document(views: &[&str]) -> JsonValue {
                 "as_of": as_of
             }
         }}}
-    })
+    });
+    secure(&mut document);
+    document
+}
+
+/// Declares bearer authentication: every operation needs it and may answer 401 and 403, but
+/// the probes and this document, which are open.
+fn secure(document: &mut JsonValue) {
+    document["security"] = json!([{ "bearerAuth": [] }]);
+    document["components"]["securitySchemes"] = json!({ "bearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A static token or a JWT; the role (viewer, analyst, admin) decides what it may do. Off in `wearflow demo`."
+    }});
+    let Some(paths) = document["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let open = matches!(
+            path.as_str(),
+            "/health" | "/ready" | "/metrics" | "/openapi.json"
+        );
+        let Some(operations) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in operations.values_mut() {
+            if open {
+                operation["security"] = json!([]);
+                continue;
+            }
+            let responses = &mut operation["responses"];
+            responses["401"] = error_response("No, an invalid or an expired credential");
+            responses["403"] = error_response("The credential's role may not do this");
+        }
+    }
 }

@@ -17,14 +17,15 @@ use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, Schema, TimeUnit, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value as JsonValue, json};
+use wearflow_sql::access::{Principal, Role};
 use wearflow_sql::{Error as SqlError, Outcome, QueryResult, SqlEngine};
 
 use super::{ApiError, AppState, json_response, with_as_of};
@@ -75,8 +76,60 @@ fn format(headers: &HeaderMap) -> Format {
 /// `POST /sql`.
 pub(super) async fn post_sql(
     State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
     headers: HeaderMap,
     body: Result<Json<SqlRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let principal = principal.map(|Extension(p)| p);
+    let (sql, result) = run(&state, principal.as_ref(), &headers, body).await;
+    if let Some(sql) = sql {
+        let (status, code) = match &result {
+            Ok(response) => (response.status(), None),
+            Err(error) => (error.status, Some(error.code)),
+        };
+        state
+            .access
+            .record(principal.as_ref(), "sql", &sql, status, code);
+    }
+    result
+}
+
+/// Runs the request's statement; returns it (once the body parsed) and the answer.
+async fn run(
+    state: &AppState,
+    principal: Option<&Principal>,
+    headers: &HeaderMap,
+    body: Result<Json<SqlRequest>, JsonRejection>,
+) -> (Option<String>, Result<Response, ApiError>) {
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let as_of = state.store.snapshot().as_of;
+            let message = format!(
+                "expected a json body {{\"sql\": \"...\"}}: {}",
+                rejection.body_text()
+            );
+            return (
+                None,
+                Err(ApiError::bad_request(
+                    "bad_body",
+                    message.to_lowercase(),
+                    as_of,
+                )),
+            );
+        }
+    };
+    let role = principal.map_or(Role::Viewer, |p| p.role);
+    let result = answer(state, role, headers, &request.sql).await;
+    (Some(request.sql), result)
+}
+
+/// Runs `sql` for a caller with `role` and encodes the answer.
+async fn answer(
+    state: &AppState,
+    role: Role,
+    headers: &HeaderMap,
+    sql_text: &str,
 ) -> Result<Response, ApiError> {
     let as_of = state.store.snapshot().as_of;
     let Some(sql) = state.sql.clone() else {
@@ -87,16 +140,9 @@ pub(super) async fn post_sql(
             as_of,
         ));
     };
-    let Json(request) = body.map_err(|rejection| {
-        let message = format!(
-            "expected a json body {{\"sql\": \"...\"}}: {}",
-            rejection.body_text()
-        );
-        ApiError::bad_request("bad_body", message.to_lowercase(), as_of)
-    })?;
     let outcome = sql
         .engine
-        .execute(&request.sql, Some(sql.row_limit))
+        .execute_as(sql_text, Some(sql.row_limit), role)
         .await
         .map_err(|error| sql_error(error, as_of))?;
     let result = match outcome {
@@ -111,7 +157,7 @@ pub(super) async fn post_sql(
     };
     let as_of = result.as_of;
     let truncated = result.truncated;
-    let mut response = match format(&headers) {
+    let mut response = match format(headers) {
         Format::Json => json_response(StatusCode::OK, as_of, json_body(&result)),
         Format::Csv => {
             let bytes = csv_body(&result).map_err(|e| encode_error(e, as_of))?;
@@ -137,7 +183,7 @@ pub(super) async fn post_sql(
 
 fn sql_error(error: SqlError, as_of: u64) -> ApiError {
     let status = match &error {
-        SqlError::NotAllowed(_) => StatusCode::FORBIDDEN,
+        SqlError::NotAllowed(_) | SqlError::Permission(_) => StatusCode::FORBIDDEN,
         SqlError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
         SqlError::ResourcesExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
         e if !e.is_client_error() => StatusCode::INTERNAL_SERVER_ERROR,

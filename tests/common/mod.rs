@@ -1,4 +1,7 @@
 //! Helpers shared by the integration tests.
+#![allow(dead_code)] // each test module uses a part
+
+pub mod process;
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,5 @@
 //! A `wearflow` binary started by an integration test: its printed lines, its HTTP base,
 //! every view's rows over HTTP; killed when the test ends, also when it fails.
-#![allow(dead_code)] // each test uses a part
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -10,6 +9,24 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
+
+/// The admin token every engine started here accepts (user `test`; `wearflow run` needs one).
+pub const ADMIN_TOKEN: &str = "wearflow-test-admin-token";
+/// The user of [`ADMIN_TOKEN`].
+pub const ADMIN_USER: &str = "test";
+
+/// An HTTP client that sends [`ADMIN_TOKEN`].
+pub fn client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {ADMIN_TOKEN}")).expect("header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("http client")
+}
 
 /// A running `wearflow` process and the lines it printed so far.
 pub struct Engine {
@@ -38,6 +55,10 @@ impl Engine {
             .current_dir(dir)
             .env("WEARFLOW_DATA_DIR", dir)
             .env("WEARFLOW_WORKERS", "2")
+            .env(
+                "WEARFLOW_AUTH_TOKENS",
+                format!("{ADMIN_USER}:admin:{ADMIN_TOKEN}"),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -85,7 +106,7 @@ impl Engine {
     /// Every view's rows (all pages) and the snapshot's `as_of`.
     pub fn views(&self, http: &tokio::runtime::Runtime) -> (i64, BTreeMap<String, Vec<String>>) {
         http.block_on(async {
-            let client = reqwest::Client::new();
+            let client = client();
             let list: Json = client
                 .get(format!("{}/views", self.base))
                 .send()
