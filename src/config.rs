@@ -40,6 +40,19 @@ pub struct Config {
     pub models: wearflow_dataflows::model::ModelSlot,
     /// Who may use the HTTP API and the Postgres server, and the audit log.
     pub auth: AuthConfig,
+    /// TLS for the HTTP API and the Postgres server (none: plain TCP).
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS (`[tls]`, or `WEARFLOW_TLS_CERT_FILE` and `WEARFLOW_TLS_KEY_FILE`): HTTP is served as
+/// HTTPS only, and Postgres clients must negotiate TLS (`sslmode=require` or stricter).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// A secret from the environment: kept out of `Debug` output, logs and config files.
@@ -170,6 +183,7 @@ impl Default for Config {
             model_dir: None,
             models: Default::default(),
             auth: AuthConfig::default(),
+            tls: None,
         }
     }
 }
@@ -365,11 +379,27 @@ impl Config {
                         .public_key_file = Some(PathBuf::from(value))
                 }
                 "WEARFLOW_AUTH_AUDIT_LOG" => config.auth.audit_log = Some(PathBuf::from(value)),
+                "WEARFLOW_TLS_CERT_FILE" => {
+                    config.tls.get_or_insert_with(TlsConfig::default).cert_file =
+                        PathBuf::from(value)
+                }
+                "WEARFLOW_TLS_KEY_FILE" => {
+                    config.tls.get_or_insert_with(TlsConfig::default).key_file =
+                        PathBuf::from(value)
+                }
                 _ => {}
             }
         }
         if let Some(cluster) = &config.cluster {
             cluster.check()?;
+        }
+        if let Some(tls) = &config.tls
+            && (tls.cert_file.as_os_str().is_empty() || tls.key_file.as_os_str().is_empty())
+        {
+            return Err(ConfigError::Env {
+                name: "tls".into(),
+                message: "needs both cert_file and key_file (WEARFLOW_TLS_CERT_FILE, WEARFLOW_TLS_KEY_FILE)".into(),
+            });
         }
         if config.workers == 0 {
             return Err(ConfigError::Env {

@@ -264,11 +264,15 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 
 /// Serves the API on `listener` until `shutdown` resolves, then ends live change streams,
 /// lets in-flight requests finish and returns.
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L>(
+    listener: L,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let (stop, stopped) = watch::channel(false);
     let app = router(state).layer(Extension(ShutdownSignal(stopped)));
     let signal = async move {

@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod predict;
 pub mod runtime;
 pub mod sql;
+pub mod tls;

@@ -424,12 +424,22 @@ fn access(config: &Config, access: Access) -> anyhow::Result<(HttpAccess, PgAcce
         PgAccess {
             authenticator: Some(authenticator),
             audit: Some(audit),
+            tls: None,
         },
     ))
 }
 
 fn serve(mut config: Config, serve_after_end: bool, access_mode: Access) -> anyhow::Result<()> {
-    let (http_access, pg_access) = access(&config, access_mode)?;
+    let (http_access, mut pg_access) = access(&config, access_mode)?;
+    let tls = match &config.tls {
+        Some(tls) => {
+            let http = wearflow::tls::acceptor(tls, &[b"http/1.1"])?;
+            pg_access.tls = Some(wearflow::tls::acceptor(tls, &[b"postgresql"])?);
+            eprintln!("tls: {}", tls.cert_file.display());
+            Some(http)
+        }
+        None => None,
+    };
     if let Some(dir) = &config.model_dir {
         config.models = wearflow_dataflows::model::ModelSlot::load_from(dir)
             .with_context(|| format!("cannot load the model in {}", dir.display()))?;
@@ -469,9 +479,19 @@ fn serve(mut config: Config, serve_after_end: bool, access_mode: Access) -> anyh
         access: http_access,
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio.spawn(http::serve(listener, state, async move {
+    let shutdown = async move {
         shutdown_rx.await.ok();
-    }));
+    };
+    let (server, scheme) = match tls {
+        Some(acceptor) => {
+            let listener = {
+                let _runtime = tokio.enter();
+                wearflow::tls::TlsListener::new(listener, acceptor)?
+            };
+            (tokio.spawn(http::serve(listener, state, shutdown)), "https")
+        }
+        None => (tokio.spawn(http::serve(listener, state, shutdown)), "http"),
+    };
     // SIGINT (Ctrl-C) or SIGTERM (Kubernetes, docker stop): not ready any more, the sources
     // stop, the dataflow drains, sinks flush, and the process exits 0.
     let signal_stop = Arc::clone(&stop);
@@ -482,13 +502,13 @@ fn serve(mut config: Config, serve_after_end: bool, access_mode: Access) -> anyh
             signal_stop.store(true, Ordering::Relaxed);
         }
     });
-    println!("wearflow is serving on http://{addr}");
-    println!("  views:    http://{addr}/views");
-    println!("  a view:   http://{addr}/views/tooth_wear?limit=10");
-    println!("  live:     http://{addr}/views/machine_health/changes");
-    println!("  metrics:  http://{addr}/metrics");
-    println!("  graph:    http://{addr}/dataflows");
-    println!("  sql:      POST http://{addr}/sql");
+    println!("wearflow is serving on {scheme}://{addr}");
+    println!("  views:    {scheme}://{addr}/views");
+    println!("  a view:   {scheme}://{addr}/views/tooth_wear?limit=10");
+    println!("  live:     {scheme}://{addr}/views/machine_health/changes");
+    println!("  metrics:  {scheme}://{addr}/metrics");
+    println!("  graph:    {scheme}://{addr}/dataflows");
+    println!("  sql:      POST {scheme}://{addr}/sql");
     match access_mode {
         Access::Open => println!(
             "  postgres: psql \"host={} port={} user=wearflow dbname=wearflow\"",

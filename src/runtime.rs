@@ -363,6 +363,18 @@ impl Driver {
         }
     }
 
+    /// Calls `hold` with every partition known to have records waiting (Kafka partitions
+    /// behind their high watermark); files and the simulator have none.
+    fn backlogged(&self, mut hold: impl FnMut(usize)) {
+        if let Driver::Kafka { source, .. } = self {
+            for (index, status) in source.partitions().iter().enumerate() {
+                if status.lag_messages() > 0 {
+                    hold(index);
+                }
+            }
+        }
+    }
+
     fn partitions(&self) -> usize {
         match self {
             Driver::Simulator { .. } => StreamKind::ALL.len(),
@@ -1018,6 +1030,7 @@ pub fn run_with_log(
             let tick_began = Instant::now();
             batch.clear();
             let Polled { more, heartbeat } = driver.poll(clock.tick_records, &mut batch);
+            driver.backlogged(|p| marks.hold(p, tick_began));
             if !bootstrapped && driver.assets_loaded() {
                 bootstrapped = true;
                 for p in driver.asset_partitions() {

@@ -14,10 +14,12 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use wearflow::auth::Authenticator;
 use wearflow::config::SqlConfig;
+use wearflow::config::TlsConfig;
 use wearflow::config::{AuthConfig, JwtConfig, Secret};
 use wearflow::http::{self, AppState, HttpAccess, TRUNCATED_HEADER};
 use wearflow::metrics::Metrics;
 use wearflow::sql::SqlServer;
+use wearflow::tls::TlsListener;
 use wearflow_operators::{Column, ColumnType, Row, Value, ViewKind, ViewSchema};
 use wearflow_sinks::ServingStore;
 use wearflow_sql::access::Authenticate;
@@ -107,7 +109,14 @@ struct Server {
 
 impl Server {
     async fn start(store: Arc<ServingStore>, data_dir: &Path) -> Server {
-        Server::start_with(store, data_dir, HttpAccess::default(), PgAccess::default()).await
+        Server::start_with(
+            store,
+            data_dir,
+            HttpAccess::default(),
+            PgAccess::default(),
+            None,
+        )
+        .await
     }
 
     async fn start_with(
@@ -115,6 +124,7 @@ impl Server {
         data_dir: &Path,
         http_access: HttpAccess,
         pg_access: PgAccess,
+        https: Option<tokio_rustls::TlsAcceptor>,
     ) -> Server {
         let config = SqlConfig {
             pg_addr: "127.0.0.1:0".into(),
@@ -136,9 +146,16 @@ impl Server {
         let listener = http::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");
         let (http_stop, stopped) = oneshot::channel::<()>();
-        let http_task = tokio::spawn(http::serve(listener, state, async move {
+        let shutdown = async move {
             let _ = stopped.await;
-        }));
+        };
+        let http_task = match https {
+            Some(acceptor) => {
+                let listener = TlsListener::new(listener, acceptor).expect("tls listener");
+                tokio::spawn(http::serve(listener, state, shutdown))
+            }
+            None => tokio::spawn(http::serve(listener, state, shutdown)),
+        };
         Server {
             base: format!("http://{addr}"),
             pg_port: sql.pg_addr.port(),
@@ -553,7 +570,9 @@ async fn every_role_on_every_door_with_wrong_and_expired_credentials() {
         PgAccess {
             authenticator: Some(authenticator),
             audit: Some(audit),
+            tls: None,
         },
+        None,
     )
     .await;
     let client = reqwest::Client::new();
@@ -779,5 +798,119 @@ async fn every_role_on_every_door_with_wrong_and_expired_credentials() {
         "{text}"
     );
     assert!(has("pgwire", None, "login", "vera", "denied"), "{text}");
+    server.stop().await;
+}
+
+/// Runs a command; returns (success, stdout, stderr).
+async fn run(mut command: Command) -> (bool, String, String) {
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("task")
+        .expect("command runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_on_http_and_postgres_and_nothing_in_the_clear() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let mut openssl = Command::new("openssl");
+    openssl
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert);
+    let (ok, _, err) = run(openssl).await;
+    assert!(ok, "openssl makes a test certificate: {err}");
+    let config = TlsConfig {
+        cert_file: cert.clone(),
+        key_file: key.clone(),
+    };
+    let https = wearflow::tls::acceptor(&config, &[b"http/1.1"]).expect("http acceptor");
+    let pg_tls = wearflow::tls::acceptor(&config, &[b"postgresql"]).expect("pg acceptor");
+    // A key that is not a key is refused with the file's name.
+    let bad = TlsConfig {
+        cert_file: cert.clone(),
+        key_file: cert.clone(),
+    };
+    let error = wearflow::tls::acceptor(&bad, &[]).err().expect("refused");
+    assert!(error.to_string().contains("cert.pem"), "{error}");
+
+    let server = Server::start_with(
+        populated_store(),
+        dir.path(),
+        HttpAccess::default(),
+        PgAccess {
+            tls: Some(pg_tls),
+            ..PgAccess::default()
+        },
+        Some(https),
+    )
+    .await;
+    let https_base = server.base.replace("http://", "https://");
+    // HTTPS with the certificate verified.
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--fail", "--max-time", "10", "--cacert"])
+        .arg(&cert)
+        .arg(format!("{https_base}/views"));
+    let (ok, out, err) = run(curl).await;
+    assert!(ok, "https: {err}");
+    let body: Json = serde_json::from_str(&out).expect("json");
+    assert!(
+        body["views"].as_array().is_some_and(|v| !v.is_empty()),
+        "{body}"
+    );
+    // Plain HTTP to the TLS port gets no answer.
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--max-time", "10"])
+        .arg(format!("{}/views", server.base));
+    let (ok, out, _) = run(curl).await;
+    assert!(!ok && out.is_empty(), "plain http answered: {out}");
+    // The server still serves after the failed handshake.
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--fail", "--max-time", "10", "--cacert"])
+        .arg(&cert)
+        .arg(format!("{https_base}/health"));
+    assert!(run(curl).await.0, "https after a plain request");
+
+    // Postgres over TLS, the server certificate verified; without TLS it is refused.
+    let conninfo = |sslmode: &str| {
+        format!(
+            "host=localhost port={} user=wearflow dbname=wearflow sslmode={sslmode} sslrootcert={}",
+            server.pg_port,
+            cert.display()
+        )
+    };
+    let mut psql = Command::new("psql");
+    psql.arg(conninfo("verify-full")).args([
+        "-X",
+        "-A",
+        "-t",
+        "-c",
+        "SELECT ssl FROM (VALUES (1)) AS t(ssl)",
+    ]);
+    let (ok, out, err) = run(psql).await;
+    assert!(ok, "psql over tls: {err}");
+    assert_eq!(out.trim(), "1");
+    let mut psql = Command::new("psql");
+    psql.arg(conninfo("disable"))
+        .args(["-X", "-A", "-t", "-c", "SELECT 1"]);
+    let (ok, _, err) = run(psql).await;
+    assert!(!ok && err.contains("requires tls"), "{err}");
     server.stop().await;
 }

@@ -61,6 +61,16 @@ impl Watermarks {
         self.observe(partition, ts, now);
     }
 
+    /// Notes that `partition` has records waiting to be read (a known backlog): it is busy,
+    /// not idle, however long it has been since it last delivered a record. Without this, a
+    /// reader starved of CPU, or fed one partition's large fetch at a time, would take a
+    /// lagging partition for an idle one and stamp its records late.
+    pub fn hold(&mut self, partition: usize, now: Instant) {
+        if let Some(p) = self.partitions.get_mut(partition) {
+            p.last_activity = now;
+        }
+    }
+
     /// Marks a partition as read to its end.
     pub fn finish(&mut self, partition: usize) {
         if let Some(p) = self.partitions.get_mut(partition) {
@@ -122,6 +132,30 @@ impl Watermarks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_with_a_backlog_is_never_idle() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(2, 0, Duration::from_secs(5), 10);
+        w.observe(0, 1_000, t0);
+        w.observe(1, 1_000, t0);
+        let later = t0 + Duration::from_secs(6);
+        // Partition 0 keeps delivering; partition 1 delivers nothing but has a backlog.
+        w.observe(0, 9_000, later);
+        w.hold(1, later);
+        assert_eq!(
+            w.advance(later),
+            1_000,
+            "the lagging partition holds the frontier"
+        );
+        assert!(!w.quiet(later));
+        // Without the backlog it would have counted as idle.
+        let mut idle = Watermarks::new(2, 0, Duration::from_secs(5), 10);
+        idle.observe(0, 1_000, t0);
+        idle.observe(1, 1_000, t0);
+        idle.observe(0, 9_000, later);
+        assert_eq!(idle.advance(later), 9_000);
+    }
 
     #[test]
     fn frontier_is_the_slowest_active_partition_less_lateness() {

@@ -58,6 +58,8 @@ pub struct PgAccess {
     pub authenticator: Option<Arc<dyn Authenticate>>,
     /// Where statements and refused logins are recorded (none: not recorded).
     pub audit: Option<Arc<AuditLog>>,
+    /// TLS: offered to clients, and then required (none: plain TCP only).
+    pub tls: Option<pgwire::tokio::TlsAcceptor>,
 }
 
 /// Serves the Postgres protocol on `listener` until `shutdown` resolves (open connections are
@@ -68,6 +70,7 @@ pub async fn serve(
     access: PgAccess,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let tls = access.tls.clone();
     let handlers = Arc::new(WearflowHandlers::new(engine, access));
     tokio::pin!(shutdown);
     loop {
@@ -76,8 +79,9 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let handlers = Arc::clone(&handlers);
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        if let Err(error) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                        if let Err(error) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                             tracing::debug!(%peer, %error, "postgres connection ended with an error");
                         }
                     });
@@ -200,6 +204,15 @@ impl StartupHandler for Startup {
             PgWireFrontendMessage::Startup(ref startup) => {
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
+                if self.access.tls.is_some() && !client.is_secure() {
+                    let user = client.metadata().get(pgwire::api::METADATA_USER).cloned();
+                    self.audit_refusal(user.as_deref(), client.socket_addr().to_string(), "28000");
+                    return Err(login_error(
+                        "28000",
+                        "this server requires tls: connect with sslmode=require or stricter"
+                            .to_string(),
+                    ));
+                }
                 if self.access.authenticator.is_none() {
                     let user = client
                         .metadata()
