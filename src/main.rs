@@ -425,6 +425,7 @@ fn access(config: &Config, access: Access) -> anyhow::Result<(HttpAccess, PgAcce
             authenticator: Some(authenticator),
             audit: Some(audit),
             tls: None,
+            on_refused: None,
         },
     ))
 }
@@ -451,6 +452,15 @@ fn serve(mut config: Config, serve_after_end: bool, access_mode: Access) -> anyh
     }
     let store = Arc::new(ServingStore::new(runtime::view_schemas()));
     let metrics = Arc::new(Metrics::new());
+    if pg_access.authenticator.is_some() {
+        let counted = Arc::clone(&metrics);
+        pg_access.on_refused = Some(Arc::new(move |reason| {
+            counted
+                .auth_failures
+                .with_label_values(&["pgwire", reason])
+                .inc();
+        }));
+    }
     let dataflows = Arc::new(DataflowLog::new());
     let ready = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));

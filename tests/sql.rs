@@ -560,6 +560,8 @@ async fn every_role_on_every_door_with_wrong_and_expired_credentials() {
     let authenticator: Arc<dyn Authenticate> = Arc::new(authenticator);
     let audit_path = dir.path().join("audit.jsonl");
     let audit = Arc::new(AuditLog::open(&audit_path).expect("audit log"));
+    let refusals = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let refusals_seen = Arc::clone(&refusals);
     let server = Server::start_with(
         populated_store(),
         dir.path(),
@@ -571,6 +573,12 @@ async fn every_role_on_every_door_with_wrong_and_expired_credentials() {
             authenticator: Some(authenticator),
             audit: Some(audit),
             tls: None,
+            on_refused: Some(Arc::new(move |reason| {
+                refusals_seen
+                    .lock()
+                    .expect("refusals")
+                    .push(reason.to_string())
+            })),
         },
         None,
     )
@@ -738,6 +746,20 @@ async fn every_role_on_every_door_with_wrong_and_expired_credentials() {
     )
     .await;
     assert!(ok, "{err}");
+
+    // Every refused login was counted, by reason.
+    let mut counted = refusals.lock().expect("refusals").clone();
+    counted.sort();
+    assert_eq!(
+        counted,
+        [
+            "forbidden",
+            "token_expired",
+            "unauthenticated",
+            "unauthenticated"
+        ],
+        "viewer, expired jwt, wrong token, another user's token"
+    );
 
     // The audit log has who did what, and no secret.
     let text = std::fs::read_to_string(&audit_path).expect("audit log");

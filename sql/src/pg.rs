@@ -60,6 +60,9 @@ pub struct PgAccess {
     pub audit: Option<Arc<AuditLog>>,
     /// TLS: offered to clients, and then required (none: plain TCP only).
     pub tls: Option<pgwire::tokio::TlsAcceptor>,
+    /// Told the reason of every refused login (`unauthenticated`, `token_expired`,
+    /// `forbidden`, `tls_required`), for the process's metrics.
+    pub on_refused: Option<Arc<dyn Fn(&'static str) + Send + Sync>>,
 }
 
 /// Serves the Postgres protocol on `listener` until `shutdown` resolves (open connections are
@@ -171,8 +174,11 @@ impl Startup {
         client.session_extensions().insert(principal);
     }
 
-    /// Records a refused login.
-    fn audit_refusal(&self, user: Option<&str>, peer: String, code: &str) {
+    /// Records a refused login, `reason` for the metrics and `code` (SQLSTATE) for the log.
+    fn audit_refusal(&self, user: Option<&str>, peer: String, reason: &'static str, code: &str) {
+        if let Some(on_refused) = &self.access.on_refused {
+            on_refused(reason);
+        }
         if let Some(audit) = &self.access.audit {
             let mut line = entry(
                 "pgwire",
@@ -206,7 +212,12 @@ impl StartupHandler for Startup {
                 save_startup_parameters_to_metadata(client, startup);
                 if self.access.tls.is_some() && !client.is_secure() {
                     let user = client.metadata().get(pgwire::api::METADATA_USER).cloned();
-                    self.audit_refusal(user.as_deref(), client.socket_addr().to_string(), "28000");
+                    self.audit_refusal(
+                        user.as_deref(),
+                        client.socket_addr().to_string(),
+                        "tls_required",
+                        "28000",
+                    );
                     return Err(login_error(
                         "28000",
                         "this server requires tls: connect with sslmode=require or stricter"
@@ -247,7 +258,11 @@ impl StartupHandler for Startup {
                 {
                     Ok(principal) => principal,
                     Err(denied) => {
-                        self.audit_refusal(user.as_deref(), peer, "28P01");
+                        let reason = match denied {
+                            Denied::Expired => "token_expired",
+                            _ => "unauthenticated",
+                        };
+                        self.audit_refusal(user.as_deref(), peer, reason, "28P01");
                         let message = match denied {
                             Denied::Missing | Denied::Invalid | Denied::WrongUser(_) => format!(
                                 "password authentication failed for user \"{}\"",
@@ -259,7 +274,7 @@ impl StartupHandler for Startup {
                     }
                 };
                 if !principal.role.allows(Role::Analyst) {
-                    self.audit_refusal(user.as_deref(), peer, "28000");
+                    self.audit_refusal(user.as_deref(), peer, "forbidden", "28000");
                     return Err(login_error(
                         "28000",
                         format!(
