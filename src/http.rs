@@ -162,10 +162,7 @@ async fn authorize(
             match checked {
                 Ok(principal) => principal,
                 Err(denied) => {
-                    let code = match denied {
-                        Denied::Expired => "token_expired",
-                        _ => "unauthenticated",
-                    };
+                    let code = denied.code();
                     state
                         .metrics
                         .auth_failures

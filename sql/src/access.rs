@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::Error;
 use crate::engine::StatementKind;
 
 /// A role, from least to most allowed; each role may do everything the ones below it may.
@@ -47,6 +48,17 @@ impl Role {
             StatementKind::Forbidden(_) => None,
         }
     }
+
+    /// Refuses a statement of `kind` this role may not run with [`Error::Permission`].
+    /// Forbidden statements pass: the engine refuses them with its own reason.
+    pub fn may_run(self, kind: &StatementKind) -> Result<(), Error> {
+        match Role::needed_for(kind) {
+            Some(needed) if !self.allows(needed) => Err(Error::Permission(format!(
+                "role {self} may not run this statement (it needs {needed})"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl fmt::Display for Role {
@@ -86,4 +98,14 @@ pub enum Denied {
     /// The credential is valid but names another user than the one logging in.
     #[error("the credential does not belong to user {0}")]
     WrongUser(String),
+}
+
+impl Denied {
+    /// The stable code of the refusal (HTTP error code, metric label).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denied::Expired => "token_expired",
+            Denied::Missing | Denied::Invalid | Denied::WrongUser(_) => "unauthenticated",
+        }
+    }
 }

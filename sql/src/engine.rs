@@ -328,13 +328,7 @@ impl SqlEngine {
                 ));
             }
         };
-        if let Some(needed) = Role::needed_for(&classify(&statement))
-            && !role.allows(needed)
-        {
-            return Err(Error::Permission(format!(
-                "role {role} may not run this statement (it needs {needed})"
-            )));
-        }
+        role.may_run(&classify(&statement))?;
         self.execute_statement(statement, row_limit).await
     }
 

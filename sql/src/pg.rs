@@ -258,11 +258,7 @@ impl StartupHandler for Startup {
                 {
                     Ok(principal) => principal,
                     Err(denied) => {
-                        let reason = match denied {
-                            Denied::Expired => "token_expired",
-                            _ => "unauthenticated",
-                        };
-                        self.audit_refusal(user.as_deref(), peer, reason, "28P01");
+                        self.audit_refusal(user.as_deref(), peer, denied.code(), "28P01");
                         let message = match denied {
                             Denied::Missing | Denied::Invalid | Denied::WrongUser(_) => format!(
                                 "password authentication failed for user \"{}\"",
@@ -304,18 +300,9 @@ impl WearflowService {
     /// Refuses a statement the client's role may not run (42501). Forbidden statements pass:
     /// the engine refuses them with its own reason.
     fn authorize(&self, client: &impl ClientInfo, kind: &StatementKind) -> PgWireResult<()> {
-        let Some(needed) = Role::needed_for(kind) else {
-            return Ok(());
-        };
         let principal = client.session_extensions().get::<Principal>();
         let role = principal.as_ref().map_or(Role::Viewer, |p| p.role);
-        if role.allows(needed) {
-            Ok(())
-        } else {
-            Err(pg_error(Error::Permission(format!(
-                "role {role} may not run this statement (it needs {needed})"
-            ))))
-        }
+        role.may_run(kind).map_err(pg_error)
     }
 
     /// Records a statement and how it ended.
