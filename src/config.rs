@@ -8,6 +8,8 @@ use wearflow_sinks::archive::ArchiveConfig;
 use wearflow_sinks::kafka::KafkaSinkConfig;
 use wearflow_sources::KafkaSourceConfig;
 
+use crate::checkpoint::CheckpointConfig;
+
 /// The whole engine configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -30,6 +32,8 @@ pub struct Config {
     pub sql: SqlConfig,
     /// The Parquet archive of raw events and view snapshots (the SQL history tables).
     pub archive: ArchiveConfig,
+    /// Checkpoints and the write-ahead log of Kafka-fed runs (`[checkpoint]`).
+    pub checkpoint: CheckpointConfig,
     /// A timely cluster of several processes (none = this process alone).
     pub cluster: Option<ClusterConfig>,
     /// The failure model directory (`wearflow train --out`), loaded at start and on
@@ -179,6 +183,7 @@ impl Default for Config {
             kafka_sink: None,
             sql: SqlConfig::default(),
             archive: ArchiveConfig::default(),
+            checkpoint: CheckpointConfig::default(),
             cluster: None,
             model_dir: None,
             models: Default::default(),
@@ -362,6 +367,10 @@ impl Config {
                     }
                 }
                 "WEARFLOW_PG_ADDR" => config.sql.pg_addr = value,
+                "WEARFLOW_CHECKPOINT_INTERVAL_MS" => {
+                    config.checkpoint.interval_ms =
+                        value.parse().map_err(|e| bad(format!("{e}")))?
+                }
                 "WEARFLOW_AUTH_TOKENS" => config.auth.inline_tokens = Some(Secret(value)),
                 "WEARFLOW_AUTH_TOKENS_FILE" => config.auth.tokens_file = Some(PathBuf::from(value)),
                 "WEARFLOW_AUTH_JWT_SECRET" => {

@@ -535,8 +535,10 @@ fn serve(mut config: Config, serve_after_end: bool, access_mode: Access) -> anyh
     let ready_store = Arc::clone(&store);
     let ready_flag = Arc::clone(&ready);
     let ready_stop = Arc::clone(&stop);
+    let ready_metrics = Arc::clone(&metrics);
     tokio.spawn(async move {
-        while ready_store.snapshot().version == 0 {
+        // After a restart, also once every reader has replayed its write-ahead log.
+        while ready_store.snapshot().version == 0 || ready_metrics.restoring.get() > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         if !ready_stop.load(Ordering::Relaxed) {

@@ -72,6 +72,16 @@ pub struct Metrics {
     pub archive_rows: IntCounterVec,
     /// `wearflow_archive_bytes_total{table}`: bytes of those files.
     pub archive_bytes: IntCounterVec,
+    /// `wearflow_checkpoints_total`: checkpoints written.
+    pub checkpoints: IntCounter,
+    /// `wearflow_checkpoint_seconds`: time to sync the logs and write one checkpoint.
+    pub checkpoint_seconds: Histogram,
+    /// `wearflow_checkpoint_sequence`: the newest checkpoint written or restored.
+    pub checkpoint_sequence: IntGauge,
+    /// `wearflow_checkpoint_wal_bytes`: write-ahead log bytes, all readers of the process.
+    pub wal_bytes: IntGauge,
+    /// `wearflow_restore_workers`: workers still replaying their log after a restart.
+    pub restoring: IntGauge,
 }
 
 impl Metrics {
@@ -229,8 +239,48 @@ impl Metrics {
             "Bytes of the Parquet files the archive made visible, per table.",
             &["table"],
         );
+        let checkpoints = register(
+            &registry,
+            IntCounter::new("wearflow_checkpoints_total", "Checkpoints written."),
+        );
+        let checkpoint_seconds = register(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "wearflow_checkpoint_seconds",
+                    "Time to sync the write-ahead logs and write one checkpoint.",
+                )
+                .buckets(FRESHNESS_BUCKETS.to_vec()),
+            ),
+        );
+        let checkpoint_sequence = register(
+            &registry,
+            IntGauge::new(
+                "wearflow_checkpoint_sequence",
+                "The newest checkpoint written or restored.",
+            ),
+        );
+        let wal_bytes = register(
+            &registry,
+            IntGauge::new(
+                "wearflow_checkpoint_wal_bytes",
+                "Bytes in the write-ahead logs of this process's readers.",
+            ),
+        );
+        let restoring = register(
+            &registry,
+            IntGauge::new(
+                "wearflow_restore_workers",
+                "Workers still replaying their write-ahead log after a restart.",
+            ),
+        );
         Metrics {
             registry,
+            checkpoints,
+            checkpoint_seconds,
+            checkpoint_sequence,
+            wal_bytes,
+            restoring,
             archive_files,
             archive_rows,
             archive_bytes,

@@ -41,6 +41,10 @@ use wearflow_sources::{
     SimulatorConfig, Stock, StreamKind, Telemetry, Watermarks,
 };
 
+use crate::checkpoint::{
+    Checkpoint, CheckpointError, CheckpointHandle, CheckpointStore, Checkpointer, Cut, FINAL_EPOCH,
+    WalWriter, WorkerState,
+};
 use crate::config::{ClusterConfig, Config, SourceConfig};
 use crate::introspection::DataflowLog;
 use crate::metrics::Metrics;
@@ -70,6 +74,9 @@ pub enum RuntimeError {
     /// A Kafka sink failed.
     #[error("kafka sink: {0}")]
     Kafka(String),
+    /// A checkpoint could not be restored or the write-ahead log not opened.
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] CheckpointError),
     /// Timely failed to start or a worker panicked.
     #[error("dataflow failed: {0}")]
     Dataflow(String),
@@ -375,6 +382,27 @@ impl Driver {
         }
     }
 
+    /// Resumes Kafka partitions at a checkpoint's offsets.
+    fn resume(&mut self, offsets: &[(String, i32, i64)]) -> Result<usize, RuntimeError> {
+        match self {
+            Driver::Kafka { source, .. } => Ok(source.resume(offsets)?),
+            _ => Ok(0),
+        }
+    }
+
+    /// `(topic, partition, next offset)` of every partition read from so far.
+    fn offsets(&self) -> Vec<(String, i32, i64)> {
+        match self {
+            Driver::Kafka { source, .. } => source
+                .partitions()
+                .iter()
+                .filter(|s| s.next_offset >= 0)
+                .map(|s| (s.topic.clone(), s.partition, s.next_offset))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     fn partitions(&self) -> usize {
         match self {
             Driver::Simulator { .. } => StreamKind::ALL.len(),
@@ -569,6 +597,43 @@ fn report_producer(producer: &Producer, metrics: &Metrics, counted: &mut (u64, u
 /// One view update on its way to the publishing leaders.
 type PublishUpdate = ((usize, Row), Time, Diff);
 
+/// One update a reader fed, as its write-ahead log holds it (written from borrowed data).
+#[derive(Serialize)]
+enum EntryRef<'a> {
+    Telemetry(&'a Telemetry, Time),
+    Order(&'a Order, Time),
+    Stock(&'a Stock, Time),
+    Asset(&'a Asset, Time),
+    Quality(&'a str, QualityMark, Time, Diff),
+    SourceTime(&'a str, Time, Time),
+    Error(&'a ErrorRecord, Time),
+    Model(u64, &'a str, Time, Diff),
+    Advance(Time),
+}
+
+/// [`EntryRef`] read back (bincode encodes both alike: variant index, then fields).
+#[derive(Deserialize)]
+enum Entry {
+    Telemetry(Telemetry, Time),
+    Order(Order, Time),
+    Stock(Stock, Time),
+    Asset(Asset, Time),
+    Quality(String, QualityMark, Time, Diff),
+    SourceTime(String, Time, Time),
+    Error(ErrorRecord, Time),
+    Model(u64, String, Time, Diff),
+    Advance(Time),
+}
+
+/// What replaying a log restored besides the dataflow's inputs.
+#[derive(Default)]
+struct Replayed {
+    summary: RunSummary,
+    max_stamp: Time,
+    model: Option<String>,
+    frames: u64,
+}
+
 /// The input sessions of one worker.
 struct InputSessions {
     telemetry: InputSession<Time, Telemetry, Diff>,
@@ -579,10 +644,117 @@ struct InputSessions {
     source_times: InputSession<Time, (String, Time), Diff>,
     errors: InputSession<Time, ErrorRecord, Diff>,
     models: InputSession<Time, (u64, String), Diff>,
+    /// The reader's write-ahead log, when checkpointing.
+    wal: Option<WalWriter>,
 }
 
 impl InputSessions {
+    fn log(&mut self, entry: EntryRef<'_>) {
+        if let Some(wal) = &mut self.wal {
+            wal.log(&entry);
+        }
+    }
+
+    /// Feeds one event at `stamp`.
+    fn feed(&mut self, event: Event, stamp: Time) {
+        match event {
+            Event::Telemetry(t) => {
+                self.log(EntryRef::Telemetry(&t, stamp));
+                self.telemetry.update_at(t, stamp, 1);
+            }
+            Event::Order(o) => {
+                self.log(EntryRef::Order(&o, stamp));
+                self.orders.update_at(o, stamp, 1);
+            }
+            Event::Stock(s) => {
+                self.log(EntryRef::Stock(&s, stamp));
+                self.stock.update_at(s, stamp, 1);
+            }
+            Event::Asset(a) => {
+                self.log(EntryRef::Asset(&a, stamp));
+                self.assets.update_at(a, stamp, 1);
+            }
+        }
+    }
+
+    fn feed_error(&mut self, error: ErrorRecord, time: Time) {
+        self.log(EntryRef::Error(&error, time));
+        self.errors.update_at(error, time, 1);
+    }
+
+    fn feed_quality(&mut self, stream: &str, mark: QualityMark, stamp: Time, count: Diff) {
+        self.log(EntryRef::Quality(stream, mark, stamp, count));
+        self.quality
+            .update_at((stream.to_string(), mark), stamp, count);
+    }
+
+    fn feed_source_time(&mut self, stream: &str, ts: Time, time: Time) {
+        self.log(EntryRef::SourceTime(stream, ts, time));
+        self.source_times
+            .update_at((stream.to_string(), ts), time, 1);
+    }
+
+    /// Writes the tick's log frame.
+    fn commit_log(&mut self) {
+        if let Some(wal) = &mut self.wal
+            && let Err(e) = wal.commit()
+        {
+            tracing::error!("write-ahead log: {e}");
+        }
+    }
+
+    /// Applies one logged frame (no logging: these updates are in the log already).
+    fn apply(&mut self, entries: Vec<Entry>, replayed: &mut Replayed) {
+        for entry in entries {
+            match entry {
+                Entry::Telemetry(t, stamp) => {
+                    replayed.max_stamp = replayed.max_stamp.max(stamp);
+                    self.telemetry.update_at(t, stamp, 1);
+                }
+                Entry::Order(o, stamp) => {
+                    replayed.max_stamp = replayed.max_stamp.max(stamp);
+                    self.orders.update_at(o, stamp, 1);
+                }
+                Entry::Stock(s, stamp) => {
+                    replayed.max_stamp = replayed.max_stamp.max(stamp);
+                    self.stock.update_at(s, stamp, 1);
+                }
+                Entry::Asset(a, stamp) => {
+                    replayed.max_stamp = replayed.max_stamp.max(stamp);
+                    self.assets.update_at(a, stamp, 1);
+                }
+                Entry::Quality(stream, mark, stamp, count) => {
+                    let n = count.max(0) as u64;
+                    replayed.summary.records += n;
+                    match mark {
+                        QualityMark::Bad => replayed.summary.bad += n,
+                        QualityMark::Late => replayed.summary.late += n,
+                        QualityMark::Ok => {}
+                    }
+                    self.quality.update_at((stream, mark), stamp, count);
+                }
+                Entry::SourceTime(stream, ts, time) => {
+                    self.source_times.update_at((stream, ts), time, 1);
+                }
+                Entry::Error(error, time) => self.errors.update_at(error, time, 1),
+                Entry::Model(shard, version, time, diff) => {
+                    if diff > 0 {
+                        replayed.model = Some(version.clone());
+                    }
+                    self.models.update_at((shard, version), time, diff);
+                }
+                Entry::Advance(time) => {
+                    if time > self.time() {
+                        self.advance_to(time);
+                    }
+                }
+            }
+        }
+        replayed.frames += 1;
+    }
+
     fn advance_to(&mut self, time: Time) {
+        self.log(EntryRef::Advance(time));
         self.telemetry.advance_to(time);
         self.orders.advance_to(time);
         self.stock.advance_to(time);
@@ -616,6 +788,14 @@ impl InputSessions {
         self.models.close();
     }
 
+    /// Updates the models input at its current time, logged.
+    fn update_model(&mut self, shard: u64, version: &str, diff: Diff) {
+        let time = self.time();
+        self.log(EntryRef::Model(shard, version, time, diff));
+        self.models
+            .update_at((shard, version.to_string()), time, diff);
+    }
+
     /// Makes `version` the current model version at the input's time (if it is not already).
     fn set_model(&mut self, fed: &mut Option<String>, version: String) {
         if fed.as_deref() == Some(version.as_str()) {
@@ -623,9 +803,9 @@ impl InputSessions {
         }
         for shard in 0..wearflow_dataflows::predictions::SHARDS {
             if let Some(old) = fed.as_ref() {
-                self.models.remove((shard, old.clone()));
+                self.update_model(shard, old, -1);
             }
-            self.models.insert((shard, version.clone()));
+            self.update_model(shard, &version, 1);
         }
         *fed = Some(version);
     }
@@ -757,6 +937,129 @@ fn fail_fast_on_lost_peers() {
     });
 }
 
+/// What a checkpointed run starts from.
+struct Restore {
+    store: CheckpointStore,
+    /// The newest valid checkpoint, if any.
+    checkpoint: Option<Checkpoint>,
+    /// This process's topology, for the checkpoints it writes.
+    template: Checkpoint,
+}
+
+impl Restore {
+    /// Loads the newest valid checkpoint of a Kafka-fed run (none for other sources or with
+    /// checkpoints off) and deletes the archive files written after it.
+    fn prepare(config: &Config, topology: &Topology) -> Result<Option<Restore>, RuntimeError> {
+        if !config.checkpoint.enabled || !matches!(config.source, SourceConfig::Kafka(_)) {
+            return Ok(None);
+        }
+        let dir = config.checkpoint.dir_in(&config.data_dir);
+        let store = CheckpointStore::open(&dir, config.checkpoint.keep)?;
+        let loaded = store.load();
+        for (path, reason) in &loaded.skipped {
+            eprintln!("wearflow: checkpoint {} skipped: {reason}", path.display());
+        }
+        let checkpoint = loaded.checkpoint.map(|(c, _)| c);
+        if let Some(checkpoint) = &checkpoint {
+            checkpoint.check_topology(
+                &dir,
+                topology.process,
+                topology.processes,
+                topology.threads,
+            )?;
+        }
+        let archive_dir = crate::archive::dir(config);
+        if config.archive.enabled {
+            let discarded = match checkpoint.as_ref().and_then(|c| c.archive.as_ref()) {
+                Some(state) => {
+                    wearflow_sinks::archive::discard_after(&archive_dir, &state.marks, state.views)
+                }
+                // A log without a checkpoint: a run that died before its first checkpoint,
+                // whose input is read again from the start, archive included.
+                None if checkpoint.is_none() && logs_exist(&store, topology) => {
+                    wearflow_sinks::archive::discard_after(
+                        &archive_dir,
+                        &BTreeMap::new(),
+                        Default::default(),
+                    )
+                }
+                None => 0,
+            };
+            if discarded > 0 {
+                eprintln!(
+                    "wearflow: deleted {discarded} archive file(s) written after the checkpoint                      (their rows are read again)"
+                );
+            }
+        }
+        match &checkpoint {
+            Some(c) => eprintln!(
+                "wearflow: restoring checkpoint {} (written {} s ago; {} reader(s), {} log bytes, \
+                 {} partition offsets) from {}",
+                c.sequence,
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64)
+                    .saturating_sub(c.created_ms)
+                    / 1000,
+                c.workers.len(),
+                c.workers.iter().map(|w| w.wal_bytes).sum::<u64>(),
+                c.workers.iter().map(|w| w.offsets.len()).sum::<usize>(),
+                dir.display()
+            ),
+            None => eprintln!(
+                "wearflow: no checkpoint in {}: reading from the start position",
+                dir.display()
+            ),
+        }
+        Ok(Some(Restore {
+            store,
+            checkpoint,
+            template: Checkpoint {
+                process: topology.process,
+                processes: topology.processes,
+                threads: topology.threads,
+                ..Checkpoint::default()
+            },
+        }))
+    }
+}
+
+/// Whether any worker of this process has a non-empty write-ahead log.
+fn logs_exist(store: &CheckpointStore, topology: &Topology) -> bool {
+    (0..topology.threads).any(|local| {
+        let path = store.wal_path(topology.process, topology.first_worker() + local);
+        std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
+    })
+}
+
+/// A reader's cut for checkpoint `epoch`: its log length, frontier and offsets, and the
+/// archive's cut of its files.
+fn cut(
+    checkpoints: &CheckpointHandle,
+    epoch: u64,
+    worker: usize,
+    inputs: &InputSessions,
+    driver: &Driver,
+    archive: Option<&wearflow_sinks::archive::ArchiveInput>,
+    metrics: &Metrics,
+) {
+    let Some(wal) = &inputs.wal else {
+        return;
+    };
+    metrics.wal_bytes.set(wal.len() as i64);
+    checkpoints.cut(Cut {
+        epoch,
+        state: WorkerState {
+            worker,
+            wal_bytes: wal.len(),
+            frontier: inputs.time(),
+            offsets: driver.offsets(),
+        },
+        wal: wal.path().to_path_buf(),
+        archive: archive.and_then(|a| a.cut()),
+    });
+}
+
 /// Runs the engine until the source ends or `stop` is set; blocks the calling thread.
 pub fn run(
     config: &Config,
@@ -808,8 +1111,51 @@ pub fn run_with_log(
         summary: Mutex::new(RunSummary::default()),
     });
     let config = config.clone();
+    let restore = Restore::prepare(&config, &topology)?;
     let archive = crate::archive::start(&config, &store, &metrics)?;
     let archive_input = archive.as_ref().map(|a| a.input());
+    let local_readers = drivers
+        .iter()
+        .filter(|d| d.lock().is_ok_and(|d| d.is_some()))
+        .count();
+    let checkpointer = restore.as_ref().and_then(|restore| {
+        (local_readers > 0).then(|| {
+            let observer_metrics = Arc::clone(&metrics);
+            Checkpointer::start(
+                restore.store.clone(),
+                Duration::from_millis(config.checkpoint.interval_ms.max(1)),
+                local_readers,
+                restore.template.clone(),
+                archive.is_some(),
+                Box::new(move |written| {
+                    observer_metrics.checkpoints.inc();
+                    observer_metrics
+                        .checkpoint_seconds
+                        .observe(written.took.as_secs_f64());
+                    observer_metrics
+                        .checkpoint_sequence
+                        .set(written.checkpoint.sequence as i64);
+                    tracing::debug!(
+                        sequence = written.checkpoint.sequence,
+                        took_ms = written.took.as_millis() as u64,
+                        "checkpoint written"
+                    );
+                }),
+            )
+        })
+    });
+    let checkpoint_handle = checkpointer.as_ref().map(Checkpointer::handle);
+    let restore = Arc::new(restore);
+    if let Some(restored) = restore
+        .as_ref()
+        .as_ref()
+        .and_then(|r| r.checkpoint.as_ref())
+    {
+        metrics
+            .restoring
+            .set(restored.workers.len().min(local_readers) as i64);
+        metrics.checkpoint_sequence.set(restored.sequence as i64);
+    }
     // Archive table of each source partition kind (telemetry, orders, stock; assets are not
     // archived), by `partition_of` index.
     let archive_tables: Vec<Option<usize>> = StreamKind::ALL
@@ -834,7 +1180,9 @@ pub fn run_with_log(
         let leader = index % topology.threads == 0;
         let leaders = topology.leaders();
         let kafka_out = worker_kafka_out.clone();
-        let archive_input = archive_input.clone();
+        let archive_input = archive_input.as_ref().map(|a| a.for_writer(index as u32));
+        let checkpoints = checkpoint_handle.clone();
+        let restore = Arc::clone(&restore);
         let mut archive_rows: Vec<Vec<Row>> = StreamKind::ALL.iter().map(|_| Vec::new()).collect();
         let shared = Arc::clone(&shared);
         let publisher_shared = Arc::clone(&shared);
@@ -960,6 +1308,7 @@ pub fn run_with_log(
                     source_times: source_times_in,
                     errors: errors_in,
                     models: models_in,
+                    wal: None,
                 },
                 probe,
             )
@@ -1007,6 +1356,61 @@ pub fn run_with_log(
             worker.drop_dataflow(control_id);
             return;
         };
+        // Restore: replay this reader's log up to the checkpoint, then resume its partitions
+        // where the log ends.
+        let mut replayed = Replayed::default();
+        if let Some(restore) = restore.as_ref() {
+            let state = restore
+                .checkpoint
+                .as_ref()
+                .and_then(|c| c.worker(index))
+                .cloned()
+                .unwrap_or_default();
+            let path = restore.store.wal_path(topology.process, index);
+            let began = Instant::now();
+            let frames = crate::checkpoint::replay::<Entry>(&path, state.wal_bytes, |entries| {
+                inputs.apply(entries, &mut replayed);
+                inputs.flush();
+                worker.step();
+                if replayed.frames % 64 == 0 {
+                    // Bounded work in flight, as in a live tick.
+                    let time = inputs.time();
+                    worker.step_while(|| probe.less_than(&time));
+                }
+            });
+            if restore
+                .checkpoint
+                .as_ref()
+                .is_some_and(|c| c.worker(index).is_some())
+            {
+                metrics.restoring.dec();
+            }
+            match frames {
+                Ok(frames) if frames > 0 => {
+                    let positioned = driver.resume(&state.offsets).unwrap_or_else(|e| {
+                        tracing::error!("cannot resume from the checkpoint's offsets: {e}");
+                        0
+                    });
+                    tracing::info!(
+                        worker = index,
+                        frames,
+                        bytes = state.wal_bytes,
+                        records = replayed.summary.records,
+                        frontier = state.frontier,
+                        partitions = positioned,
+                        took_ms = began.elapsed().as_millis() as u64,
+                        "restored from the write-ahead log"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => panic!("cannot restore worker {index}: {e}"),
+            }
+            match WalWriter::open(&path, state.wal_bytes) {
+                Ok(wal) => inputs.wal = Some(wal),
+                Err(e) => panic!("cannot open the write-ahead log: {e}"),
+            }
+        }
+        let mut last_epoch = checkpoints.as_ref().map_or(0, CheckpointHandle::requested);
         let kafka_dead_letters = kafka_out.as_ref().and_then(|k| k.dead_letters.as_ref());
         let mut bootstrapped = false;
         let mut streaming = false;
@@ -1020,12 +1424,12 @@ pub fn run_with_log(
         let mut batch = Vec::with_capacity(clock.tick_records);
         let mut quality_counts: HashMap<(StreamKind, QualityMark, Time), Diff> = HashMap::new();
         let mut source_max: BTreeMap<StreamKind, Time> = BTreeMap::new();
-        let mut local = RunSummary::default();
-        let mut max_stamp: Time = 0;
+        let mut local = replayed.summary.clone();
+        let mut max_stamp: Time = replayed.max_stamp;
         let mut sent_hint: Time = 0;
         // The first worker of the cluster feeds the current model version.
         let feeds_models = index == 0;
-        let mut fed_model: Option<String> = None;
+        let mut fed_model: Option<String> = replayed.model.take();
         loop {
             let tick_began = Instant::now();
             batch.clear();
@@ -1081,12 +1485,7 @@ pub fn run_with_log(
                         {
                             archive_rows[partition_of(stream)].push(row);
                         }
-                        match event {
-                            Event::Telemetry(t) => inputs.telemetry.update_at(t, stamp, 1),
-                            Event::Order(o) => inputs.orders.update_at(o, stamp, 1),
-                            Event::Stock(s) => inputs.stock.update_at(s, stamp, 1),
-                            Event::Asset(a) => inputs.assets.update_at(a, stamp, 1),
-                        }
+                        inputs.feed(event, stamp);
                     }
                     Err(error) => {
                         local.bad += 1;
@@ -1112,7 +1511,7 @@ pub fn run_with_log(
                         *quality_counts
                             .entry((stream, QualityMark::Bad, frontier))
                             .or_default() += 1;
-                        inputs.errors.update_at(error, frontier, 1);
+                        inputs.feed_error(error, frontier);
                     }
                 }
             }
@@ -1126,14 +1525,10 @@ pub fn run_with_log(
                 }
             }
             for ((stream, mark, stamp), count) in quality_counts.drain() {
-                inputs
-                    .quality
-                    .update_at((stream.name().to_string(), mark), stamp, count);
+                inputs.feed_quality(stream.name(), mark, stamp, count);
             }
             for (stream, ts) in &source_max {
-                inputs
-                    .source_times
-                    .update_at((stream.name().to_string(), *ts), frontier, 1);
+                inputs.feed_source_time(stream.name(), *ts, frontier);
                 metrics
                     .watermark_ms
                     .with_label_values(&[stream.name()])
@@ -1161,7 +1556,7 @@ pub fn run_with_log(
                 // The end of input is past every reader's newest stamp: wait until every
                 // reader has ended (following the others meanwhile, so as not to hold them
                 // back), advance there, and wait until it is published.
-                coordinator.tell(Control::Ended(max_stamp.max(inputs.time()) + 1));
+                coordinator.tell(Control::Ended((max_stamp + 1).max(inputs.time())));
                 let end = loop {
                     if let Some(end) = shared.final_end() {
                         break end;
@@ -1176,6 +1571,18 @@ pub fn run_with_log(
                 let end = end.max(inputs.time());
                 inputs.advance_to(end);
                 inputs.flush();
+                inputs.commit_log();
+                if let Some(checkpoints) = &checkpoints {
+                    cut(
+                        checkpoints,
+                        FINAL_EPOCH,
+                        index,
+                        &inputs,
+                        &driver,
+                        archive_input.as_ref(),
+                        &metrics,
+                    );
+                }
                 break;
             }
             let now = Instant::now();
@@ -1192,6 +1599,21 @@ pub fn run_with_log(
                 inputs.advance_to(next);
             }
             inputs.flush();
+            inputs.commit_log();
+            if let Some(checkpoints) = &checkpoints
+                && checkpoints.requested() > last_epoch
+            {
+                last_epoch = checkpoints.requested();
+                cut(
+                    checkpoints,
+                    last_epoch,
+                    index,
+                    &inputs,
+                    &driver,
+                    archive_input.as_ref(),
+                    &metrics,
+                );
+            }
             // Backpressure: at most one tick in flight behind the input.
             worker.step_while(|| probe.less_than(&frontier));
             worker.step();
@@ -1223,6 +1645,11 @@ pub fn run_with_log(
     .map_err(RuntimeError::Dataflow)?;
     for result in guards.join() {
         result.map_err(RuntimeError::Dataflow)?;
+    }
+    if let Some(checkpointer) = checkpointer {
+        // The readers' last cuts make the final checkpoint (before the archive closes: it
+        // answers their cuts).
+        checkpointer.stop();
     }
     if let Some(views) = view_sink {
         // Writes what was published and not yet written, and flushes.

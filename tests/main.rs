@@ -16,6 +16,7 @@ mod openapi;
 mod peers;
 mod predict;
 mod python_clients;
+mod recovery;
 mod shutdown;
 mod sql;
 mod sql_flood;

@@ -214,9 +214,39 @@ pub struct FileWritten {
 pub type FileObserver = Box<dyn Fn(&FileWritten) + Send>;
 
 enum Message {
-    Rows { table: usize, rows: Vec<Row> },
-    Flush { done: Sender<()> },
+    Rows {
+        table: usize,
+        writer: u32,
+        rows: Vec<Row>,
+    },
+    Flush {
+        done: Sender<()>,
+    },
+    Cut {
+        writer: u32,
+        done: Sender<ArchiveMark>,
+    },
     Stop,
+}
+
+/// The writer of view snapshot files (event rows name the worker that handed them in).
+const VIEWS_WRITER: u32 = u32::MAX;
+
+/// Where one writer's files stood at a checkpoint: every row it handed in before the cut is in
+/// a file numbered below `next` of run `run`; every later file is `(run, next)` or after.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ArchiveMark {
+    /// The writer run (its start time in ms) that made the cut.
+    pub run: u64,
+    /// The first file sequence number after the cut.
+    pub next: u64,
+}
+
+impl ArchiveMark {
+    /// Whether file `(run, sequence)` was started after this mark.
+    fn precedes(&self, run: u64, sequence: u64) -> bool {
+        (run, sequence) >= (self.run, self.next)
+    }
 }
 
 /// The running archive: a writer thread fed by [`ArchiveInput`]s.
@@ -231,6 +261,7 @@ pub struct Archive {
 #[derive(Clone)]
 pub struct ArchiveInput {
     sender: Sender<Message>,
+    writer: u32,
 }
 
 impl ArchiveInput {
@@ -241,7 +272,33 @@ impl ArchiveInput {
             return;
         }
         // A closed archive has ended with the run: there is nothing left to write to.
-        let _ = self.sender.send(Message::Rows { table, rows });
+        let _ = self.sender.send(Message::Rows {
+            table,
+            writer: self.writer,
+            rows,
+        });
+    }
+
+    /// The same channel for worker `writer`.
+    pub fn for_writer(&self, writer: u32) -> ArchiveInput {
+        ArchiveInput {
+            sender: self.sender.clone(),
+            writer,
+        }
+    }
+
+    /// Cuts this input's files for a checkpoint: every row handed in so far goes into files
+    /// that are finished (made visible) before the mark arrives on the returned channel; rows
+    /// handed in later go to new files. `None` once the archive has stopped.
+    pub fn cut(&self) -> Option<Receiver<ArchiveMark>> {
+        let (done, mark) = crossbeam_channel::bounded(1);
+        self.sender
+            .send(Message::Cut {
+                writer: self.writer,
+                done,
+            })
+            .ok()
+            .map(|_| mark)
     }
 }
 
@@ -295,10 +352,17 @@ impl Archive {
         &self.dir
     }
 
-    /// A handle for the workers.
+    /// A handle for the workers (writer 0).
     pub fn input(&self) -> ArchiveInput {
+        self.input_for(0)
+    }
+
+    /// A handle for worker `writer`: its rows go to files of its own, so that a checkpoint
+    /// can cut each worker's files at its own position in the input.
+    pub fn input_for(&self, writer: u32) -> ArchiveInput {
         ArchiveInput {
             sender: self.sender.clone(),
+            writer,
         }
     }
 
@@ -330,6 +394,51 @@ impl Drop for Archive {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Deletes the files below `dir` that were started after a checkpoint: event files of writer
+/// `w` at or after `marks[w]` (at or after `views` when `w` has no mark) and view snapshot
+/// files at or after `views`. After a crash, what those files held is read again from the
+/// sources and archived anew, so keeping them would duplicate rows. Returns the files deleted.
+pub fn discard_after(dir: &Path, marks: &BTreeMap<u32, ArchiveMark>, views: ArchiveMark) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut deleted = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            deleted += discard_after(&path, marks, views);
+            continue;
+        }
+        let name = entry.file_name();
+        let Some((run, sequence, writer)) = parse_file_name(&name.to_string_lossy()) else {
+            continue;
+        };
+        let mark = marks.get(&writer).copied().unwrap_or(views);
+        if mark.precedes(run, sequence) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => deleted += 1,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot remove an archive file written after the checkpoint")
+                }
+            }
+        }
+    }
+    deleted
+}
+
+/// `part-<run>-<seq>[-w<writer>].parquet` → `(run, seq, writer)`.
+fn parse_file_name(name: &str) -> Option<(u64, u64, u32)> {
+    let stem = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    let mut parts = stem.split('-');
+    let run = parts.next()?.parse().ok()?;
+    let sequence = parts.next()?.parse().ok()?;
+    let writer = match parts.next() {
+        Some(w) => w.strip_prefix('w')?.parse().ok()?,
+        None => VIEWS_WRITER,
+    };
+    Some((run, sequence, writer))
 }
 
 /// Deletes `.part-*.tmp` files below `dir` (left by a crash; never visible to readers).
@@ -393,7 +502,8 @@ struct OpenFile {
 struct TableState {
     table: ArchiveTable,
     schema: SchemaRef,
-    open: BTreeMap<PartitionKey, OpenFile>,
+    /// Open files by writer and partition.
+    open: BTreeMap<(u32, PartitionKey), OpenFile>,
 }
 
 /// The writer thread's state.
@@ -406,7 +516,7 @@ struct Writer {
     snapshot_interval: Duration,
     last_snapshot: Instant,
     last_as_of: Option<Time>,
-    run_id: u128,
+    run_id: u64,
     sequence: u64,
     properties: WriterProperties,
     observer: FileObserver,
@@ -443,7 +553,7 @@ impl Writer {
             // Names stay unique across restarts: the run's start time is part of each name.
             run_id: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis()),
+                .map_or(0, |d| d.as_millis() as u64),
             sequence: 0,
             properties,
             observer,
@@ -453,7 +563,18 @@ impl Writer {
     fn run(mut self, receiver: Receiver<Message>) {
         loop {
             match receiver.recv_timeout(IDLE_TICK) {
-                Ok(Message::Rows { table, rows }) => self.append(table, rows),
+                Ok(Message::Rows {
+                    table,
+                    writer,
+                    rows,
+                }) => self.append(table, writer, rows),
+                Ok(Message::Cut { writer, done }) => {
+                    self.commit_writer(writer);
+                    let _ = done.send(ArchiveMark {
+                        run: self.run_id,
+                        next: self.sequence + 1,
+                    });
+                }
                 Ok(Message::Flush { done }) => {
                     self.snapshot_views();
                     self.commit_all();
@@ -476,7 +597,7 @@ impl Writer {
             self.snapshot_views();
         }
         for index in 0..self.tables.len() {
-            let due: Vec<PartitionKey> = self.tables[index]
+            let due: Vec<(u32, PartitionKey)> = self.tables[index]
                 .open
                 .iter()
                 .filter(|(_, f)| {
@@ -494,7 +615,7 @@ impl Writer {
         }
     }
 
-    fn append(&mut self, index: usize, rows: Vec<Row>) {
+    fn append(&mut self, index: usize, writer: u32, rows: Vec<Row>) {
         let Some(state) = self.tables.get(index) else {
             tracing::error!(table = index, "rows for an unknown archive table dropped");
             return;
@@ -528,7 +649,7 @@ impl Writer {
                 })
                 .collect();
             match RecordBatch::try_new(Arc::clone(&state.schema), columns) {
-                Ok(batch) => self.write(index, key, &batch),
+                Ok(batch) => self.write(index, (writer, key), &batch),
                 Err(error) => tracing::error!(
                     table = %state.table.name,
                     %error,
@@ -539,7 +660,7 @@ impl Writer {
     }
 
     /// Writes a batch into the open file of its partition, opening one if needed.
-    fn write(&mut self, index: usize, key: PartitionKey, batch: &RecordBatch) {
+    fn write(&mut self, index: usize, key: (u32, PartitionKey), batch: &RecordBatch) {
         if !self.tables[index].open.contains_key(&key) {
             match self.open(index, &key) {
                 Ok(file) => {
@@ -565,7 +686,8 @@ impl Writer {
         file.rows += batch.num_rows() as u64;
     }
 
-    fn open(&mut self, index: usize, key: &PartitionKey) -> Result<OpenFile, Error> {
+    fn open(&mut self, index: usize, key: &(u32, PartitionKey)) -> Result<OpenFile, Error> {
+        let (writer, key) = key;
         let state = &self.tables[index];
         let dir = key.dir(&state.table.dir(&self.root));
         let schema = Arc::clone(&state.schema);
@@ -575,7 +697,11 @@ impl Writer {
         };
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         self.sequence += 1;
-        let stem = format!("part-{}-{:06}", self.run_id, self.sequence);
+        let stem = if *writer == VIEWS_WRITER {
+            format!("part-{}-{:06}", self.run_id, self.sequence)
+        } else {
+            format!("part-{}-{:06}-w{writer}", self.run_id, self.sequence)
+        };
         let temporary = dir.join(format!(".{stem}.parquet.tmp"));
         let path = dir.join(format!("{stem}.parquet"));
         let file = File::create(&temporary).map_err(io(&temporary))?;
@@ -593,6 +719,23 @@ impl Writer {
             opened: Instant::now(),
             rows: 0,
         })
+    }
+
+    /// Finishes every open file of one writer.
+    fn commit_writer(&mut self, writer: u32) {
+        for index in 0..self.tables.len() {
+            let keys: Vec<(u32, PartitionKey)> = self.tables[index]
+                .open
+                .keys()
+                .filter(|(w, _)| *w == writer)
+                .cloned()
+                .collect();
+            for key in keys {
+                if let Some(file) = self.tables[index].open.remove(&key) {
+                    self.commit(index, file);
+                }
+            }
+        }
     }
 
     fn commit_all(&mut self) {
@@ -656,7 +799,7 @@ impl Writer {
                     ));
                 }
                 match RecordBatch::try_new(Arc::clone(&state.schema), columns) {
-                    Ok(batch) => self.write(index, key.clone(), &batch),
+                    Ok(batch) => self.write(index, (VIEWS_WRITER, key.clone()), &batch),
                     Err(error) => {
                         tracing::error!(%view, %error, "view snapshot does not fit its archive schema");
                         break;
@@ -744,6 +887,57 @@ mod tests {
 
     /// 2026-01-01T00:00:00Z.
     const DAY: i64 = 1_767_225_600_000;
+
+    #[test]
+    fn a_cut_finishes_one_writers_files_and_later_files_are_discarded_on_restore() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = ArchiveConfig {
+            roll_interval_ms: 3_600_000,
+            ..ArchiveConfig::default()
+        };
+        let archive = Archive::start(
+            dir.path(),
+            &config,
+            vec![events_table()],
+            None,
+            Box::new(|_| {}),
+        )
+        .expect("archive starts");
+        let (first, second) = (archive.input_for(0), archive.input_for(1));
+        let row = |id: &str| vec![Value::str(id), Value::Int(DAY), Value::Float(1.0)];
+        first.append(0, vec![row("a")]);
+        second.append(0, vec![row("b")]);
+        let mark_first = first.cut().expect("running").recv().expect("mark");
+        // Writer 0's rows are visible at its cut; writer 1's file is still open.
+        let visible = files(dir.path());
+        let finished: Vec<&String> = visible.iter().filter(|f| f.ends_with(".parquet")).collect();
+        assert_eq!(finished.len(), 1, "{visible:?}");
+        assert!(finished[0].ends_with("-w0.parquet"), "{visible:?}");
+        let mark_second = second.cut().expect("running").recv().expect("mark");
+        assert!(mark_second >= mark_first);
+        // After the cuts: rows of both writers that a restart would read again.
+        first.append(0, vec![row("c")]);
+        second.append(0, vec![row("d")]);
+        archive.flush();
+        assert_eq!(files(dir.path()).len(), 4);
+        let marks = BTreeMap::from([(0, mark_first), (1, mark_second)]);
+        let deleted = discard_after(dir.path(), &marks, mark_second);
+        assert_eq!(deleted, 2);
+        let kept = files(dir.path());
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert!(kept.iter().any(|f| f.ends_with("-w0.parquet")));
+        assert!(kept.iter().any(|f| f.ends_with("-w1.parquet")));
+        assert_eq!(
+            parse_file_name("part-17-000003-w2.parquet"),
+            Some((17, 3, 2))
+        );
+        assert_eq!(
+            parse_file_name("part-17-000004.parquet"),
+            Some((17, 4, VIEWS_WRITER))
+        );
+        assert_eq!(parse_file_name(".part-17-000004.parquet.tmp"), None);
+        archive.close();
+    }
 
     #[test]
     fn rows_land_in_hive_partitions_only_once_complete() {

@@ -418,6 +418,28 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Resumes from a checkpoint: each partition named in `offsets` (`(topic, partition,
+    /// next offset)`) is read from that offset instead of the start position. Returns how
+    /// many of this source's partitions were positioned.
+    pub fn resume(&mut self, offsets: &[(String, i32, i64)]) -> Result<usize, Error> {
+        let mut positioned = 0;
+        for status in &mut self.status {
+            if let Some((_, _, next)) = offsets
+                .iter()
+                .find(|(t, p, _)| *t == status.topic && *p == status.partition)
+            {
+                status.next_offset = *next;
+                positioned += 1;
+            }
+        }
+        if self.bootstrapping {
+            self.assign(|stream| stream == StreamKind::Assets)?;
+        } else {
+            self.assign(|_| true)?;
+        }
+        Ok(positioned)
+    }
+
     /// Whether every assets partition of this source has been read to its end (the
     /// reference data is loaded; true at once without assets partitions).
     pub fn assets_loaded(&self) -> bool {
