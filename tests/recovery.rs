@@ -11,7 +11,7 @@ use wearflow::checkpoint::CheckpointConfig;
 use wearflow::config::{ClockConfig, Config, SourceConfig};
 use wearflow_operators::ViewKind;
 use wearflow_sinks::kafka::KafkaSinkConfig;
-use wearflow_sources::{KafkaSourceConfig, SimulatorConfig, StreamKind, simulate};
+use wearflow_sources::{Event, KafkaSourceConfig, SimulatorConfig, StreamKind, decode, simulate};
 
 use crate::common::process::{Engine, client};
 use crate::kafka::{compact, produce, read_topic, sink_config, source_config};
@@ -92,6 +92,18 @@ fn killed_five_times_the_views_changelogs_and_archive_equal_an_uninterrupted_run
         },
         24 * 3_600_000,
     );
+    // A tooth wears past its limit, so that alerts are raised: the simulated fleet is too
+    // young to raise any of its own.
+    let (mut events, _) = (events, ());
+    for i in 0..30u64 {
+        let line = format!(
+            "{{\"device_id\":\"X1-T1\",\"machine_id\":\"X1\",\"ts\":{},\"metrics\":{{\"remaining_mm\":{}}}}}",
+            1_767_225_600_000u64 + 14 * 3_600_000 + i * 10_000,
+            41.0 - i as f64 * 0.1
+        );
+        events.push(decode(StreamKind::Telemetry, 0, 0, line.as_bytes()).expect("valid"));
+    }
+    events.sort_by_key(Event::ts_ms);
     let source = source_config("crash");
     produce(&source.topics, &events);
     let per_stream = |stream: StreamKind| events.iter().filter(|e| e.stream() == stream).count();
@@ -188,6 +200,23 @@ fn killed_five_times_the_views_changelogs_and_archive_equal_an_uninterrupted_run
         checked += 1;
     }
     assert!(checked >= 5, "only {checked} keyed views");
+
+    // Alerts: each alert of the uninterrupted run once (alerts already in the topic are not
+    // sent again after a restart).
+    let alert_ids = |topic: &str| -> BTreeMap<String, usize> {
+        let mut ids = BTreeMap::new();
+        for (_, value, _) in read_topic(topic) {
+            let json: serde_json::Value =
+                serde_json::from_slice(&value.expect("an alert")).expect("JSON");
+            *ids.entry(json["alert_id"].as_str().expect("alert_id").to_string())
+                .or_insert(0) += 1;
+        }
+        ids
+    };
+    let expected_alerts = alert_ids(&reference_sink.alerts_topic);
+    assert!(!expected_alerts.is_empty(), "the fixture raises alerts");
+    assert!(expected_alerts.values().all(|n| *n == 1));
+    assert_eq!(alert_ids(&crash_sink.alerts_topic), expected_alerts);
 
     // The archive: every event exactly once, no partial file.
     let crashed = archive_rows(&crash_dir);
