@@ -8,6 +8,7 @@ use wearflow_sinks::archive::ArchiveConfig;
 use wearflow_sinks::kafka::KafkaSinkConfig;
 use wearflow_sources::KafkaSourceConfig;
 
+use crate::backpressure::{BackpressureConfig, parse_size};
 use crate::checkpoint::CheckpointConfig;
 
 /// The whole engine configuration.
@@ -34,6 +35,8 @@ pub struct Config {
     pub archive: ArchiveConfig,
     /// Checkpoints and the write-ahead log of Kafka-fed runs (`[checkpoint]`).
     pub checkpoint: CheckpointConfig,
+    /// When readers pause: the memory budget and the Kafka producer's queue limit.
+    pub backpressure: BackpressureConfig,
     /// A timely cluster of several processes (none = this process alone).
     pub cluster: Option<ClusterConfig>,
     /// The failure model directory (`wearflow train --out`), loaded at start and on
@@ -184,6 +187,7 @@ impl Default for Config {
             sql: SqlConfig::default(),
             archive: ArchiveConfig::default(),
             checkpoint: CheckpointConfig::default(),
+            backpressure: BackpressureConfig::default(),
             cluster: None,
             model_dir: None,
             models: Default::default(),
@@ -367,6 +371,9 @@ impl Config {
                     }
                 }
                 "WEARFLOW_PG_ADDR" => config.sql.pg_addr = value,
+                "WEARFLOW_MEMORY_BUDGET" => {
+                    config.backpressure.memory_budget_bytes = parse_size(&value).map_err(bad)?
+                }
                 "WEARFLOW_CHECKPOINT_INTERVAL_MS" => {
                     config.checkpoint.interval_ms =
                         value.parse().map_err(|e| bad(format!("{e}")))?

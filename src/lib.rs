@@ -10,6 +10,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod backpressure;
 pub mod checkpoint;
 pub mod config;
 pub mod http;

@@ -82,6 +82,12 @@ pub struct Metrics {
     pub wal_bytes: IntGauge,
     /// `wearflow_restore_workers`: workers still replaying their log after a restart.
     pub restoring: IntGauge,
+    /// `wearflow_memory_rss_bytes`: resident memory, as the memory budget sees it.
+    pub rss_bytes: IntGauge,
+    /// `wearflow_backpressure_seconds_total{reason}`: time readers spent paused.
+    pub backpressure_seconds: prometheus::CounterVec,
+    /// `wearflow_archive_queue_messages`: row batches waiting for the archive writer.
+    pub archive_queue: IntGauge,
 }
 
 impl Metrics {
@@ -274,8 +280,35 @@ impl Metrics {
                 "Workers still replaying their write-ahead log after a restart.",
             ),
         );
+        let rss_bytes = register(
+            &registry,
+            IntGauge::new(
+                "wearflow_memory_rss_bytes",
+                "Resident memory of the process, as the memory budget sees it.",
+            ),
+        );
+        let backpressure_seconds = register(
+            &registry,
+            prometheus::CounterVec::new(
+                Opts::new(
+                    "wearflow_backpressure_seconds_total",
+                    "Time readers spent paused, per reason (memory, kafka_sink).",
+                ),
+                &["reason"],
+            ),
+        );
+        let archive_queue = register(
+            &registry,
+            IntGauge::new(
+                "wearflow_archive_queue_messages",
+                "Row batches waiting for the archive writer (a bounded queue).",
+            ),
+        );
         Metrics {
             registry,
+            rss_bytes,
+            backpressure_seconds,
+            archive_queue,
             checkpoints,
             checkpoint_seconds,
             checkpoint_sequence,

@@ -1411,6 +1411,10 @@ pub fn run_with_log(
             }
         }
         let mut last_epoch = checkpoints.as_ref().map_or(0, CheckpointHandle::requested);
+        let mut pressure = crate::backpressure::Backpressure::new(
+            &config.backpressure,
+            kafka_out.as_ref().map(|k| Arc::clone(&k.producer)),
+        );
         let kafka_dead_letters = kafka_out.as_ref().and_then(|k| k.dead_letters.as_ref());
         let mut bootstrapped = false;
         let mut streaming = false;
@@ -1431,6 +1435,23 @@ pub fn run_with_log(
         let feeds_models = index == 0;
         let mut fed_model: Option<String> = replayed.model.take();
         loop {
+            // Backpressure: while memory or an output is over its limit, read nothing (the
+            // dataflow goes on computing and publishing what it has).
+            if !stop.load(Ordering::Acquire)
+                && let Some(pause) = pressure.check(&metrics)
+            {
+                let began = Instant::now();
+                coordinator.relay_stop(&stop);
+                worker.step_or_park(Some(Duration::from_millis(10)));
+                metrics
+                    .backpressure_seconds
+                    .with_label_values(&[pause.name()])
+                    .inc_by(began.elapsed().as_secs_f64());
+                continue;
+            }
+            if let Some(input) = &archive_input {
+                metrics.archive_queue.set(input.queued() as i64);
+            }
             let tick_began = Instant::now();
             batch.clear();
             let Polled { more, heartbeat } = driver.poll(clock.tick_records, &mut batch);

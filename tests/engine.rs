@@ -484,3 +484,62 @@ mod oracle {
         }
     }
 }
+
+/// Over its memory budget the engine reads nothing (it does not buffer), counts the paused
+/// time, and still stops when asked; under the budget the same input is read in full.
+#[test]
+fn readers_pause_over_the_memory_budget() {
+    let input = tempfile::tempdir().expect("input dir");
+    let events = simulate_files(input.path(), 5, 3, 12);
+    let run = |budget: u64, stop_after: Option<u64>| {
+        let data = tempfile::tempdir().expect("data dir");
+        let config = Config {
+            workers: 2,
+            data_dir: data.path().to_path_buf(),
+            clock: ClockConfig {
+                tick_records: 1_000,
+                ..ClockConfig::default()
+            },
+            source: SourceConfig::Files {
+                dir: input.path().to_path_buf(),
+                speed: 0.0,
+            },
+            backpressure: wearflow::backpressure::BackpressureConfig {
+                memory_budget_bytes: budget,
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        let metrics = Arc::new(Metrics::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopper = stop_after.map(|ms| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                stop.store(true, std::sync::atomic::Ordering::Release);
+            })
+        });
+        let store = Arc::new(ServingStore::new(runtime::view_schemas()));
+        let summary = runtime::run(&config, store, Arc::clone(&metrics), stop).expect("engine run");
+        if let Some(stopper) = stopper {
+            stopper.join().expect("stopper");
+        }
+        let paused = metrics
+            .backpressure_seconds
+            .with_label_values(&["memory"])
+            .get();
+        (summary, paused, metrics.rss_bytes.get())
+    };
+    // 1 MiB: less than any process uses.
+    let (summary, paused, rss) = run(1 << 20, Some(1_500));
+    assert!(
+        summary.records <= 1_000,
+        "at most the one tick read on the way out: {}",
+        summary.records
+    );
+    assert!(paused > 0.5, "paused for {paused} s");
+    assert!(rss > 1 << 20);
+    let (summary, paused, _) = run(1 << 40, None);
+    assert_eq!(summary.records as usize, events);
+    assert_eq!(paused, 0.0);
+}

@@ -279,6 +279,11 @@ impl ArchiveInput {
         });
     }
 
+    /// Row batches waiting for the writer.
+    pub fn queued(&self) -> usize {
+        self.sender.len()
+    }
+
     /// The same channel for worker `writer`.
     pub fn for_writer(&self, writer: u32) -> ArchiveInput {
         ArchiveInput {
