@@ -17,6 +17,7 @@ mod cluster;
 mod kafka;
 mod limit;
 mod peers;
+mod recovery;
 mod sql;
 use wearflow::config::{ClockConfig, Config, SourceConfig};
 use wearflow::runtime;
@@ -138,6 +139,39 @@ enum Command {
         #[command(flatten)]
         fleet: Fleet,
     },
+    /// Recovery: ingest N events from Kafka, kill -9 the engine after a checkpoint, restart;
+    /// seconds until `/ready` and until the views are as current as before the kill (needs
+    /// `cargo build --release -p wearflow` next to this binary).
+    Recovery {
+        /// The Kafka-protocol broker.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Events ingested before the kill.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: usize,
+        /// Machines of the simulated fleet (hours grow until there are enough events).
+        #[arg(long, default_value_t = 200)]
+        machines: usize,
+    },
+    /// HTTP under load: connections reading `GET /views/tooth_wear/{key}` while the engine
+    /// ingests from Kafka at a fixed rate (needs the release `wearflow` binary).
+    HttpLoad {
+        /// The Kafka-protocol broker.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Events per second produced during the measurement.
+        #[arg(long, default_value_t = 50_000.0)]
+        rate: f64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 200)]
+        connections: usize,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// Machines of the simulated fleet.
+        #[arg(long, default_value_t = 50)]
+        machines: usize,
+    },
     /// SQL: point lookups and a group-by on a big live view (pgwire, HTTP), and a
     /// time-range aggregate over the Parquet archive against DuckDB (needs `pip install duckdb`).
     Sql {
@@ -178,6 +212,34 @@ fn main() -> anyhow::Result<()> {
                 std::env::temp_dir().join(format!("wearflow-bench-cluster-{}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
             let result = cluster::run(machines, hours, &dir);
+            std::fs::remove_dir_all(&dir).ok();
+            println!("{}", result?);
+            Ok(())
+        }
+        Command::Recovery {
+            brokers,
+            events,
+            machines,
+        } => {
+            let dir = std::env::temp_dir()
+                .join(format!("wearflow-bench-recovery-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let result = recovery::recovery(&brokers, events, machines, &dir);
+            std::fs::remove_dir_all(&dir).ok();
+            println!("{}", result?);
+            Ok(())
+        }
+        Command::HttpLoad {
+            brokers,
+            rate,
+            connections,
+            seconds,
+            machines,
+        } => {
+            let dir =
+                std::env::temp_dir().join(format!("wearflow-bench-http-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let result = recovery::http_load(&brokers, rate, connections, seconds, machines, &dir);
             std::fs::remove_dir_all(&dir).ok();
             println!("{}", result?);
             Ok(())
