@@ -461,6 +461,53 @@ pub fn replay<E: DeserializeOwned>(
     Ok(frames)
 }
 
+/// Checkpoints on demand (`POST /checkpoint`): shared by the HTTP API and the checkpointer of
+/// the running engine. Runtime wiring, not configuration.
+#[derive(Clone, Default)]
+pub struct Trigger {
+    inner: Arc<TriggerState>,
+}
+
+#[derive(Default)]
+struct TriggerState {
+    requested: AtomicU64,
+    written: AtomicU64,
+    active: std::sync::atomic::AtomicBool,
+}
+
+impl Trigger {
+    /// Asks for a checkpoint as soon as every reader can cut; returns the sequence of the
+    /// newest checkpoint before it.
+    pub fn request(&self) -> u64 {
+        let written = self.written();
+        self.inner.requested.fetch_add(1, Ordering::AcqRel);
+        written
+    }
+
+    /// The sequence of the newest checkpoint written (0: none yet).
+    pub fn written(&self) -> u64 {
+        self.inner.written.load(Ordering::Acquire)
+    }
+
+    /// Whether a checkpointer is running (a Kafka-fed run with checkpoints on).
+    pub fn active(&self) -> bool {
+        self.inner.active.load(Ordering::Acquire)
+    }
+}
+
+impl std::fmt::Debug for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Trigger(active: {})", self.active())
+    }
+}
+
+impl PartialEq for Trigger {
+    /// Runtime wiring, not configuration: any two compare equal.
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
 /// What a reader hands the checkpointer at a cut.
 pub struct Cut {
     /// The epoch (a request number, or [`FINAL_EPOCH`]).
@@ -499,19 +546,31 @@ impl Checkpointer {
         readers: usize,
         template: Checkpoint,
         archived: bool,
+        trigger: Trigger,
         observer: Box<dyn Fn(&Written) + Send>,
     ) -> Checkpointer {
         let (sender, receiver) = crossbeam_channel::unbounded::<Cut>();
         let requested = Arc::new(AtomicU64::new(0));
         let thread_requested = Arc::clone(&requested);
+        trigger.inner.active.store(true, Ordering::Release);
         let thread = std::thread::Builder::new()
             .name("wearflow-checkpoint".into())
             .spawn(move || {
                 let mut pending: BTreeMap<u64, Vec<Cut>> = BTreeMap::new();
                 let mut sequence = store.next_sequence();
                 let mut last_request = Instant::now();
+                let mut demanded = trigger.inner.requested.load(Ordering::Acquire);
                 loop {
-                    let wait = interval.saturating_sub(last_request.elapsed());
+                    // A checkpoint on demand counts as the interval's.
+                    let now_demanded = trigger.inner.requested.load(Ordering::Acquire);
+                    if now_demanded > demanded {
+                        demanded = now_demanded;
+                        last_request = Instant::now();
+                        thread_requested.fetch_add(1, Ordering::AcqRel);
+                    }
+                    let wait = interval
+                        .saturating_sub(last_request.elapsed())
+                        .min(Duration::from_millis(20));
                     match receiver.recv_timeout(wait.max(Duration::from_millis(1))) {
                         Ok(cut) => {
                             let epoch = cut.epoch;
@@ -527,6 +586,10 @@ impl Checkpointer {
                             match finish(&store, &template, sequence, cuts, archived) {
                                 Ok(checkpoint) => {
                                     sequence += 1;
+                                    trigger
+                                        .inner
+                                        .written
+                                        .store(checkpoint.sequence, Ordering::Release);
                                     observer(&Written {
                                         checkpoint,
                                         took: began.elapsed(),
@@ -536,10 +599,15 @@ impl Checkpointer {
                             }
                         }
                         Err(RecvTimeoutError::Timeout) => {
-                            last_request = Instant::now();
-                            thread_requested.fetch_add(1, Ordering::AcqRel);
+                            if last_request.elapsed() >= interval {
+                                last_request = Instant::now();
+                                thread_requested.fetch_add(1, Ordering::AcqRel);
+                            }
                         }
-                        Err(RecvTimeoutError::Disconnected) => return,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            trigger.inner.active.store(false, Ordering::Release);
+                            return;
+                        }
                     }
                 }
             })

@@ -35,6 +35,9 @@ pub struct Config {
     pub archive: ArchiveConfig,
     /// Checkpoints and the write-ahead log of Kafka-fed runs (`[checkpoint]`).
     pub checkpoint: CheckpointConfig,
+    /// Checkpoints on demand (runtime wiring, not configuration).
+    #[serde(skip)]
+    pub checkpoint_trigger: crate::checkpoint::Trigger,
     /// When readers pause: the memory budget and the Kafka producer's queue limit.
     pub backpressure: BackpressureConfig,
     /// A timely cluster of several processes (none = this process alone).
@@ -187,6 +190,7 @@ impl Default for Config {
             sql: SqlConfig::default(),
             archive: ArchiveConfig::default(),
             checkpoint: CheckpointConfig::default(),
+            checkpoint_trigger: Default::default(),
             backpressure: BackpressureConfig::default(),
             cluster: None,
             model_dir: None,

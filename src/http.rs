@@ -13,7 +13,7 @@
 //! Access: `/health`, `/ready`, `/metrics` and `/openapi.json` are open; every other route
 //! needs `authorization: bearer <token or jwt>` (unless the server runs open, as `demo`
 //! does) and a role: `viewer` for reads, `analyst` for `POST /sql` (view DDL needs `admin`),
-//! `admin` for `POST /models/reload`. A missing or bad credential gets 401
+//! `admin` for `POST /models/reload` and `POST /checkpoint`. A missing or bad credential gets 401
 //! (`unauthenticated`, `token_expired`) with `www-authenticate`, too small a role 403
 //! (`forbidden`). SQL statements and admin actions go to the audit log.
 //!
@@ -77,6 +77,8 @@ pub struct AppState {
     pub models: wearflow_dataflows::model::ModelSlot,
     /// Who may call what, and the audit log.
     pub access: HttpAccess,
+    /// Checkpoints on demand (`POST /checkpoint`).
+    pub checkpoints: crate::checkpoint::Trigger,
 }
 
 /// Credential checks and the audit log of the API.
@@ -114,7 +116,7 @@ fn needed_role(route: Option<&str>) -> Option<Role> {
     match route {
         Some("/health" | "/ready" | "/metrics" | "/openapi.json") => None,
         Some("/sql") => Some(Role::Analyst),
-        Some("/models/reload") => Some(Role::Admin),
+        Some("/models/reload" | "/checkpoint") => Some(Role::Admin),
         // Reads, and paths without a route: strangers learn nothing about what exists.
         _ => Some(Role::Viewer),
     }
@@ -147,6 +149,7 @@ async fn authorize(
     let audited = match route {
         Some("/sql") => Some("sql"),
         Some("/models/reload") => Some("model_reload"),
+        Some("/checkpoint") => Some("checkpoint"),
         _ => None,
     };
     let principal = match &state.access.authenticator {
@@ -238,6 +241,7 @@ pub fn router(state: AppState) -> Router {
         .route("/dataflows", get(dataflows))
         .route("/models", get(models))
         .route("/models/reload", post(reload_model))
+        .route("/checkpoint", post(checkpoint))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -437,6 +441,54 @@ async fn reload_model(
         principal.as_ref().map(|Extension(p)| p),
         "model_reload",
         &what,
+        response.status(),
+        code.as_deref(),
+    );
+    response
+}
+
+/// `POST /checkpoint`: takes a checkpoint now and answers once it is on disk.
+async fn checkpoint(
+    State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
+) -> Response {
+    let as_of = state.store.snapshot().as_of;
+    let trigger = &state.checkpoints;
+    let response = if !trigger.active() {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "checkpoints_off",
+            "no checkpoints are taken: only Kafka-fed runs with [checkpoint] enabled take them, \
+             and only while they read"
+                .to_string(),
+            as_of,
+        )
+        .into_response()
+    } else {
+        let before = trigger.request();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let written = trigger.written();
+            if written > before {
+                break json_response(StatusCode::OK, as_of, json!({ "sequence": written }));
+            }
+            if std::time::Instant::now() > deadline || !trigger.active() {
+                break ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "checkpoint_timeout",
+                    "the checkpoint was not written within 60 s (see the engine's log)".to_string(),
+                    as_of,
+                )
+                .into_response();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let code = (!response.status().is_success()).then(|| response.status().as_str().to_string());
+    state.access.record(
+        principal.as_ref().map(|Extension(p)| p),
+        "checkpoint",
+        "/checkpoint",
         response.status(),
         code.as_deref(),
     );

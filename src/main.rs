@@ -487,6 +487,7 @@ fn serve(mut config: Config, serve_after_end: bool, access_mode: Access) -> anyh
         dataflows: Some(Arc::clone(&dataflows)),
         models: config.models.clone(),
         access: http_access,
+        checkpoints: config.checkpoint_trigger.clone(),
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {

@@ -1127,6 +1127,7 @@ pub fn run_with_log(
                 local_readers,
                 restore.template.clone(),
                 archive.is_some(),
+                config.checkpoint_trigger.clone(),
                 Box::new(move |written| {
                     observer_metrics.checkpoints.inc();
                     observer_metrics

@@ -133,6 +133,7 @@ impl Server {
             dataflows: None,
             models: Default::default(),
             access: Default::default(),
+            checkpoints: Default::default(),
         };
         let listener = http::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");

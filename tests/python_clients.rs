@@ -112,6 +112,7 @@ async fn psycopg_and_duckdb_agree_with_wearflow() {
         dataflows: Some(log),
         models: Default::default(),
         access: Default::default(),
+        checkpoints: Default::default(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(listener, state, async move {

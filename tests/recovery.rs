@@ -135,6 +135,31 @@ fn killed_five_times_the_views_changelogs_and_archive_equal_an_uninterrupted_run
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     for kill in 0..KILLS {
         let mut engine = start(&crash_dir, &config);
+        if kill == 0 {
+            // An admin takes a checkpoint on demand; the answer comes once it is on disk.
+            let sequence = http.block_on(async {
+                loop {
+                    let response = client()
+                        .post(format!("{}/checkpoint", engine.base))
+                        .send()
+                        .await
+                        .expect("POST /checkpoint");
+                    let status = response.status().as_u16();
+                    let body: serde_json::Value = response.json().await.expect("JSON");
+                    match status {
+                        200 => return body["sequence"].as_u64().expect("sequence"),
+                        // Until the engine has opened its sources.
+                        409 => tokio::time::sleep(Duration::from_millis(50)).await,
+                        other => panic!("POST /checkpoint: {other} {body}"),
+                    }
+                }
+            });
+            assert!(sequence >= 1);
+            let file = crash_dir
+                .join("checkpoint")
+                .join(format!("checkpoint-{sequence:010}.json"));
+            assert!(file.exists(), "{} is on disk", file.display());
+        }
         // Somewhere within the time a whole run takes (start-up and restore included).
         let millis = rng.random_range(300..(full_run.as_millis() as u64).max(600));
         std::thread::sleep(Duration::from_millis(millis));

@@ -142,6 +142,7 @@ impl Server {
             dataflows: None,
             models: Default::default(),
             access: http_access,
+            checkpoints: Default::default(),
         };
         let listener = http::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local address");
@@ -632,6 +633,7 @@ async fn every_role_on_every_door_with_wrong_and_expired_credentials() {
         ("GET", "/no/such/path", None),
         ("POST", "/sql", Some("SELECT 1")),
         ("POST", "/models/reload", None),
+        ("POST", "/checkpoint", None),
     ] {
         let (status, body, challenge) = call(method, path, None, sql).await;
         assert_eq!(status, 401, "{method} {path} without a token: {body}");
@@ -653,7 +655,7 @@ async fn every_role_on_every_door_with_wrong_and_expired_credentials() {
     }
     // What each role may do: (method, path, sql, viewer, analyst, admin).
     type Case<'a> = (&'a str, &'a str, Option<&'a str>, u16, u16, u16);
-    let cases: [Case; 8] = [
+    let cases: [Case; 9] = [
         ("GET", "/views", None, 200, 200, 200),
         ("GET", "/views/tooth_wear?limit=2", None, 200, 200, 200),
         ("GET", "/models", None, 200, 200, 200),
@@ -684,6 +686,8 @@ async fn every_role_on_every_door_with_wrong_and_expired_credentials() {
         ),
         // No model directory: an admin gets past the door and hears 409.
         ("POST", "/models/reload", None, 403, 403, 409),
+        // No Kafka-fed engine behind this server: no checkpoints to take.
+        ("POST", "/checkpoint", None, 403, 403, 409),
     ];
     for (method, path, sql, viewer, analyst, admin) in cases {
         for (token, expected) in [

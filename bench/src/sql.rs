@@ -106,6 +106,7 @@ pub async fn run(
         dataflows: None,
         models: Default::default(),
         access: Default::default(),
+        checkpoints: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(listener, state, async move {

@@ -169,6 +169,19 @@ pub fn document(views: &[&str]) -> JsonValue {
                     "422": error_response("The model file is missing or invalid; the current model stays")
                 }
             }},
+            "/checkpoint": { "post": {
+                "summary": "Take a checkpoint now (Kafka-fed runs); answers once it is on disk",
+                "operationId": "checkpoint",
+                "responses": {
+                    "200": ok_object("The checkpoint written", json!({
+                        "type": "object",
+                        "required": ["sequence"],
+                        "properties": { "sequence": { "type": "integer" } }
+                    })),
+                    "409": error_response("This run takes no checkpoints"),
+                    "503": error_response("The checkpoint was not written in time")
+                }
+            }},
             "/health": { "get": {
                 "summary": "Liveness",
                 "operationId": "health",
