@@ -556,7 +556,11 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("wearflow-checkpoint".into())
             .spawn(move || {
-                let mut pending: BTreeMap<u64, Vec<Cut>> = BTreeMap::new();
+                // The newest cut of each reader since the last checkpoint, and each reader's
+                // state in the last checkpoint. Cuts of different readers need not be of the
+                // same epoch: each is a consistent cut of its own input.
+                let mut pending: BTreeMap<usize, Cut> = BTreeMap::new();
+                let mut last: BTreeMap<usize, (WorkerState, Option<ArchiveMark>)> = BTreeMap::new();
                 let mut sequence = store.next_sequence();
                 let mut last_request = Instant::now();
                 let mut demanded = trigger.inner.requested.load(Ordering::Acquire);
@@ -573,17 +577,18 @@ impl Checkpointer {
                         .min(Duration::from_millis(20));
                     match receiver.recv_timeout(wait.max(Duration::from_millis(1))) {
                         Ok(cut) => {
-                            let epoch = cut.epoch;
-                            let cuts = pending.entry(epoch).or_default();
-                            cuts.push(cut);
-                            if cuts.len() < readers {
+                            let final_cut = cut.epoch == FINAL_EPOCH;
+                            pending.insert(cut.state.worker, cut);
+                            // A checkpoint once every reader has cut again (or, at the end,
+                            // with whatever the last readers to stop handed in).
+                            if pending.len() < readers
+                                && !(final_cut && pending.len() + last.len() >= readers)
+                            {
                                 continue;
                             }
-                            let cuts = pending.remove(&epoch).unwrap_or_default();
-                            // Older epochs can never complete once a newer one has.
-                            pending.retain(|e, _| *e > epoch);
+                            let cuts = std::mem::take(&mut pending);
                             let began = Instant::now();
-                            match finish(&store, &template, sequence, cuts, archived) {
+                            match finish(&store, &template, sequence, cuts, &mut last, archived) {
                                 Ok(checkpoint) => {
                                     sequence += 1;
                                     trigger
@@ -657,12 +662,14 @@ impl CheckpointHandle {
     }
 }
 
-/// Syncs the readers' logs, collects the archive marks and writes checkpoint `sequence`.
+/// Syncs the readers' logs, collects the archive marks and writes checkpoint `sequence`:
+/// the new cuts, and for readers without one, their state in the last checkpoint.
 fn finish(
     store: &CheckpointStore,
     template: &Checkpoint,
     sequence: u64,
-    cuts: Vec<Cut>,
+    cuts: BTreeMap<usize, Cut>,
+    last: &mut BTreeMap<usize, (WorkerState, Option<ArchiveMark>)>,
     archived: bool,
 ) -> Result<Checkpoint, CheckpointError> {
     let mut checkpoint = Checkpoint {
@@ -675,27 +682,32 @@ fn finish(
         archive: archived.then(ArchiveState::default),
         ..template.clone()
     };
-    for cut in cuts {
+    for (worker, cut) in cuts {
         File::open(&cut.wal)
             .and_then(|f| f.sync_data())
             .map_err(io(&cut.wal))?;
-        if let (Some(state), Some(mark)) = (checkpoint.archive.as_mut(), cut.archive) {
-            // The archive finishes the reader's files before it answers; no answer means the
-            // archive has stopped, and the checkpoint would not match it.
-            let mark = mark.recv().map_err(|_| CheckpointError::Io {
+        // The archive finishes the reader's files before it answers; no answer means the
+        // archive has stopped, and the checkpoint would not match it.
+        let mark = match cut.archive {
+            Some(mark) => Some(mark.recv().map_err(|_| CheckpointError::Io {
                 path: "archive".into(),
                 source: std::io::Error::other("the archive stopped before the cut"),
-            })?;
-            state.marks.insert(cut.state.worker as u32, mark);
-            state.views = if state.marks.len() == 1 {
-                mark
+            })?),
+            None => None,
+        };
+        last.insert(worker, (cut.state, mark));
+    }
+    for (state, mark) in last.values() {
+        if let (Some(archive), Some(mark)) = (checkpoint.archive.as_mut(), mark) {
+            archive.marks.insert(state.worker as u32, *mark);
+            archive.views = if archive.marks.len() == 1 {
+                *mark
             } else {
-                state.views.min(mark)
+                archive.views.min(*mark)
             };
         }
-        checkpoint.workers.push(cut.state);
+        checkpoint.workers.push(state.clone());
     }
-    checkpoint.workers.sort_by_key(|w| w.worker);
     store.write(&checkpoint)?;
     Ok(checkpoint)
 }

@@ -755,6 +755,12 @@ impl InputSessions {
 
     fn advance_to(&mut self, time: Time) {
         self.log(EntryRef::Advance(time));
+        self.advance_unlogged(time);
+    }
+
+    /// Advances without logging: the end-of-input advances follow from every reader having
+    /// ended, which a restart does not restore (its readers end again).
+    fn advance_unlogged(&mut self, time: Time) {
         self.telemetry.advance_to(time);
         self.orders.advance_to(time);
         self.stock.advance_to(time);
@@ -987,7 +993,8 @@ impl Restore {
             };
             if discarded > 0 {
                 eprintln!(
-                    "wearflow: deleted {discarded} archive file(s) written after the checkpoint                      (their rows are read again)"
+                    "wearflow: deleted {discarded} archive file(s) written after the checkpoint \
+                     (their rows are read again)"
                 );
             }
         }
@@ -1411,6 +1418,11 @@ pub fn run_with_log(
                 Err(e) => panic!("cannot open the write-ahead log: {e}"),
             }
         }
+        // Readers restore different frontiers: one whose partitions are all idle (or ended)
+        // follows the others' hints, so tell them where this one stands.
+        if replayed.frames > 0 && shared.readers > 1 {
+            coordinator.tell(Control::Hint(inputs.time()));
+        }
         let mut last_epoch = checkpoints.as_ref().map_or(0, CheckpointHandle::requested);
         let mut pressure = crate::backpressure::Backpressure::new(
             &config.backpressure,
@@ -1585,13 +1597,13 @@ pub fn run_with_log(
                     }
                     let hint = shared.hint.load(Ordering::Acquire);
                     if hint > inputs.time() {
-                        inputs.advance_to(hint);
+                        inputs.advance_unlogged(hint);
                     }
                     inputs.flush();
                     worker.step_or_park(Some(Duration::from_millis(1)));
                 };
                 let end = end.max(inputs.time());
-                inputs.advance_to(end);
+                inputs.advance_unlogged(end);
                 inputs.flush();
                 inputs.commit_log();
                 if let Some(checkpoints) = &checkpoints {

@@ -3,7 +3,7 @@
 //! topics and the archive's row counts equal those of a run that was never interrupted.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -112,10 +112,18 @@ fn killed_five_times_the_views_changelogs_and_archive_equal_an_uninterrupted_run
         .build()
         .expect("runtime");
     let scratch = tempfile::tempdir().expect("scratch");
+    // WEARFLOW_TEST_KEEP=1 keeps the engines' directories (logs, checkpoints) for a look.
+    let scratch_dir = if std::env::var_os("WEARFLOW_TEST_KEEP").is_some() {
+        let kept = scratch.keep();
+        eprintln!("crash test: keeping {}", kept.display());
+        kept
+    } else {
+        scratch.path().to_path_buf()
+    };
 
     // The run that is never interrupted.
     let reference_sink = sink_config("reference");
-    let reference_dir = scratch.path().join("reference");
+    let reference_dir = scratch_dir.join("reference");
     let config = write_config(&reference_dir, &source, &reference_sink);
     let began = Instant::now();
     let mut reference = start(&reference_dir, &config);
@@ -126,7 +134,7 @@ fn killed_five_times_the_views_changelogs_and_archive_equal_an_uninterrupted_run
 
     // The run that is killed with SIGKILL at random points, and restarted each time.
     let crash_sink = sink_config("crashed");
-    let crash_dir = scratch.path().join("crashed");
+    let crash_dir = scratch_dir.join("crashed");
     let config = write_config(&crash_dir, &source, &crash_sink);
     let seed: u64 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -173,7 +181,30 @@ fn killed_five_times_the_views_changelogs_and_archive_equal_an_uninterrupted_run
         .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoint-"))
         .count();
     assert!(checkpoints >= 1, "the killed runs wrote checkpoints");
-    let mut last = start(&crash_dir, &config);
+    // Tear the newest checkpoint, as a crash in the middle of writing it would (were the
+    // write not atomic): the last run skips it, says so, and restores the one before.
+    let mut files: Vec<PathBuf> = std::fs::read_dir(crash_dir.join("checkpoint"))
+        .expect("checkpoint dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("checkpoint-"))
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    let newest = files.pop().expect("newest");
+    let previous = files.pop().expect("previous");
+    let bytes = std::fs::read(&newest).expect("read");
+    std::fs::write(&newest, &bytes[..bytes.len() * 2 / 3]).expect("truncate");
+    let stderr_path = crash_dir.join("last-run.stderr");
+    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+    let mut last = Engine::start_with(
+        &crash_dir,
+        &["run", "--config", &config, "--serve-after-end"],
+        stderr.into(),
+    );
     last.wait_for("source ended", Duration::from_secs(300));
     let actual = last.views(&http);
     let metrics = http.block_on(async {
@@ -187,6 +218,28 @@ fn killed_five_times_the_views_changelogs_and_archive_equal_an_uninterrupted_run
             .expect("text")
     });
     last.stop();
+    let stderr = std::fs::read_to_string(&stderr_path).expect("stderr");
+    let sequence = |path: &Path| -> u64 {
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| {
+                n.strip_prefix("checkpoint-")?
+                    .strip_suffix(".json")?
+                    .parse()
+                    .ok()
+            })
+            .expect("a checkpoint file name")
+    };
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(&format!("checkpoint {} skipped", newest.display()))),
+        "the torn checkpoint is reported: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("restoring checkpoint {} ", sequence(&previous))),
+        "the previous checkpoint is restored: {stderr}"
+    );
 
     // Views: the same snapshot time and the same rows in every view.
     assert_eq!(actual.0, expected.0, "as_of");

@@ -48,6 +48,11 @@ impl Engine {
     /// Starts `wearflow ARGS` (a subcommand and its options, plus free HTTP and Postgres
     /// ports) with 2 workers in `dir`, its working and data directory; returns once it serves.
     pub fn start(dir: &Path, args: &[&str]) -> Engine {
+        Engine::start_with(dir, args, Stdio::null())
+    }
+
+    /// [`Engine::start`] with its standard error going to `stderr`.
+    pub fn start_with(dir: &Path, args: &[&str], stderr: Stdio) -> Engine {
         std::fs::create_dir_all(dir).expect("engine directory");
         let mut child = Command::new(env!("CARGO_BIN_EXE_wearflow"))
             .args(args)
@@ -60,7 +65,7 @@ impl Engine {
                 format!("{ADMIN_USER}:admin:{ADMIN_TOKEN}"),
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start wearflow");
         let stdout = child.stdout.take().expect("stdout");
