@@ -1368,12 +1368,8 @@ pub fn run_with_log(
         // where the log ends.
         let mut replayed = Replayed::default();
         if let Some(restore) = restore.as_ref() {
-            let state = restore
-                .checkpoint
-                .as_ref()
-                .and_then(|c| c.worker(index))
-                .cloned()
-                .unwrap_or_default();
+            let restored = restore.checkpoint.as_ref().and_then(|c| c.worker(index));
+            let state = restored.cloned().unwrap_or_default();
             let path = restore.store.wal_path(topology.process, index);
             let began = Instant::now();
             let frames = crate::checkpoint::replay::<Entry>(&path, state.wal_bytes, |entries| {
@@ -1386,11 +1382,7 @@ pub fn run_with_log(
                     worker.step_while(|| probe.less_than(&time));
                 }
             });
-            if restore
-                .checkpoint
-                .as_ref()
-                .is_some_and(|c| c.worker(index).is_some())
-            {
+            if restored.is_some() {
                 metrics.restoring.dec();
             }
             match frames {

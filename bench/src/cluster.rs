@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value as Json, json};
 
 /// The `wearflow` binary next to this one (`cargo build --release -p wearflow`).
-fn wearflow_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn wearflow_binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let binary = me.with_file_name("wearflow");
     if !binary.exists() {

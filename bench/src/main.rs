@@ -187,14 +187,6 @@ enum Command {
     },
 }
 
-/// Current resident set size of this process (Linux `VmRSS`), in bytes.
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 /// Peak resident set size of this process (Linux `VmHWM`), in bytes.
 fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -374,7 +366,7 @@ fn ingest(
                     "rss: wall {:>6.1} s  simulated {:>7.1} h  rss {:>6.0} MiB",
                     started.elapsed().as_secs_f64(),
                     simulated_h.max(0.0),
-                    rss_bytes().unwrap_or(0) as f64 / 1048576.0
+                    wearflow::backpressure::rss_bytes().unwrap_or(0) as f64 / 1048576.0
                 );
             }
         });

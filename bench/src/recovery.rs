@@ -20,21 +20,10 @@ use wearflow::config::{ClockConfig, Config, SourceConfig};
 use wearflow_sinks::kafka::Producer;
 use wearflow_sources::{KafkaSourceConfig, KafkaTopics, SimulatorConfig, simulate};
 
+use crate::cluster::wearflow_binary;
 use crate::kafka::{Message, create, percentile, topics};
 
 const TOKEN: &str = "wearflow-bench-token";
-
-/// The `wearflow` binary next to this one.
-fn wearflow_binary() -> anyhow::Result<PathBuf> {
-    let binary = std::env::current_exe()?.with_file_name("wearflow");
-    if !binary.exists() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p wearflow`",
-            binary.display()
-        );
-    }
-    Ok(binary)
-}
 
 /// Simulated events until there are at least `n` (whole simulated hours of `machines`).
 fn events(n: usize, machines: usize) -> Vec<Message> {
