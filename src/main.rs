@@ -85,6 +85,10 @@ enum Command {
         /// The model directory to write.
         #[arg(long)]
         out: PathBuf,
+        /// Also write the labelled samples (train and test) as CSV files into this directory,
+        /// for analysis outside wearflow.
+        #[arg(long)]
+        samples_out: Option<PathBuf>,
     },
     /// Replay history through the live dataflow with a model and write the final
     /// `maintenance_predictions` rows as JSON lines (backtests, batch scoring).
@@ -309,6 +313,7 @@ fn main() -> anyhow::Result<()> {
             sample_every,
             budget,
             out,
+            samples_out,
         } => {
             let horizon_h = parse_duration_ms(&horizon)? as f64 / 3_600_000.0;
             let every_ms = parse_duration_ms(&sample_every)?;
@@ -319,6 +324,7 @@ fn main() -> anyhow::Result<()> {
                 every_ms,
                 budget,
                 &out,
+                samples_out.as_deref(),
             )?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())

@@ -437,6 +437,7 @@ pub fn train(
     every_ms: u64,
     budget: f32,
     out: &Path,
+    samples_out: Option<&Path>,
 ) -> anyhow::Result<serde_json::Value> {
     if histories.is_empty() {
         bail!("give at least one --history DIR");
@@ -520,6 +521,10 @@ pub fn train(
     let trained_s = started.elapsed().as_secs_f64();
     let path = model.save(out)?;
     let test_refs: Vec<&Sample> = test_samples.iter().collect();
+    if let Some(dir) = samples_out {
+        write_samples(&dir.join("train.csv"), &model, &train_refs)?;
+        write_samples(&dir.join("test.csv"), &model, &test_refs)?;
+    }
     let report = json!({
         "model_version": model.version,
         "horizon_h": horizon_h,
@@ -536,6 +541,41 @@ pub fn train(
         .with_context(|| format!("cannot write {}", report_path.display()))?;
     eprintln!("wrote {} and {}", path.display(), report_path.display());
     Ok(report)
+}
+
+/// Writes labelled samples as CSV: device, moment, label, hours to failure, the model's
+/// probability, then every feature the model uses (empty when absent).
+fn write_samples(path: &Path, model: &Model, samples: &[&Sample]) -> anyhow::Result<()> {
+    use std::io::Write;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    write!(out, "device_id,at_ms,fails,rul_hours,p_fail")?;
+    for name in &model.features {
+        write!(out, ",{name}")?;
+    }
+    writeln!(out)?;
+    for (sample, row) in samples.iter().zip(model_rows(model, samples)) {
+        let rul = sample.rul_hours.map(|h| h.to_string()).unwrap_or_default();
+        write!(
+            out,
+            "{},{},{},{rul},{}",
+            sample.features.device_id, sample.at_ms, sample.fails as u8, row.0
+        )?;
+        for name in &model.features {
+            match sample.features.get(name) {
+                Some(v) => write!(out, ",{v}")?,
+                None => write!(out, ",")?,
+            }
+        }
+        writeln!(out)?;
+    }
+    out.flush()
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// `wearflow predict`: the final `maintenance_predictions` rows of a replay with the model.

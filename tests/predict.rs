@@ -49,9 +49,25 @@ fn train_then_predict_then_reload_live() {
         3_600_000,
         0.3,
         &model_dir,
+        Some(&root.path().join("samples")),
     )
     .expect("train");
     let model = Model::load(&model_dir).expect("the model file loads");
+    // The exported test samples: a header naming the model's features, one row per sample.
+    let csv = std::fs::read_to_string(root.path().join("samples/test.csv")).expect("test.csv");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
+    assert_eq!(
+        header[..5],
+        ["device_id", "at_ms", "fails", "rul_hours", "p_fail"]
+    );
+    assert_eq!(header.len(), 5 + model.features.len());
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(
+        rows.len() as u64,
+        report["model"]["samples"].as_u64().expect("samples")
+    );
+    assert!(rows.iter().all(|r| r.split(',').count() == header.len()));
     assert_eq!(report["model_version"], model.version.as_str());
     assert!(report["train_positives"].as_u64().expect("positives") > 0);
     assert!(model.features.iter().any(|f| f == "strain_ue.mean"));

@@ -24,8 +24,17 @@ use crate::tooth_wear::{ToothStatus, ToothWear};
 use crate::{Context, ViewDef};
 
 /// The statistics of each metric, in storage order; a feature is named `<metric>.<stat>`.
-pub const STATS: [&str; 7] = [
+/// `baseline` is the metric's mean over the first stats window of readings since the device
+/// was installed (its own normal), `change` the window's mean less that baseline: a drift
+/// from a device's own normal shows even where devices differ more than the drift.
+/// `largest_step` is the signed difference between two consecutive readings with the largest
+/// magnitude since the installation: a sudden shift (a broken part) stays visible after the
+/// window has moved past it.
+pub const STATS: [&str; 10] = [
+    "baseline",
+    "change",
     "count",
+    "largest_step",
     "last",
     "max",
     "mean",
@@ -47,7 +56,7 @@ pub const DOMAIN: [&str; 8] = [
 ];
 
 /// Statistics of one metric, µ-units, in [`STATS`] order.
-pub type MetricStats = [Option<i64>; 7];
+pub type MetricStats = [Option<i64>; 10];
 
 /// One device's features, compact: names are derived, not stored per value.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -155,7 +164,7 @@ impl DeviceFeatures {
             {
                 Ok(m) => features.metrics[m].1[s] = micro,
                 Err(at) => {
-                    let mut stats = [None; 7];
+                    let mut stats = [None; STATS.len()];
                     stats[s] = micro;
                     features.metrics.insert(at, (metric.to_string(), stats));
                 }
@@ -189,6 +198,12 @@ struct DeviceState {
     metrics: Vec<Option<MetricWindow>>,
     /// The device's first reading time: the origin of `x`.
     origin: Option<u64>,
+    /// Per metric index: `(Σ value, count)` of its readings in the baseline window.
+    baseline: Vec<(i128, i64)>,
+    /// Per metric index: `(previous reading, largest step)` since the installation.
+    steps: Vec<(Option<i64>, Option<i64>)>,
+    /// The first reading time at or after the installation: the baseline window opens here.
+    baseline_from: Option<u64>,
     tooth: Option<Box<ToothWear>>,
     installed: Option<u64>,
     abrasiveness: Option<i64>,
@@ -222,6 +237,8 @@ impl DeviceState {
                         self.names.push(name.clone());
                         self.index.insert(name.clone(), i);
                         self.metrics.push(None);
+                        self.baseline.push((0, 0));
+                        self.steps.push((None, None));
                         i
                     }
                 };
@@ -271,6 +288,43 @@ impl DeviceState {
             if w.moments.n <= 0 {
                 self.metrics[i] = None;
             }
+        }
+    }
+
+    /// Adds a reading to the largest steps since the installation, and to the baseline when
+    /// it falls in the baseline window (the first `window_ms` of readings since then).
+    fn add_to_baseline(&mut self, ts: u64, values: &[(usize, i64)], window_ms: u64) {
+        if self.installed.is_some_and(|installed| ts < installed) {
+            return;
+        }
+        for &(i, value) in values {
+            let (previous, largest) = &mut self.steps[i];
+            if let Some(previous) = *previous {
+                let step = value - previous;
+                if largest.is_none_or(|l: i64| step.unsigned_abs() > l.unsigned_abs()) {
+                    *largest = Some(step);
+                }
+            }
+            *previous = Some(value);
+        }
+        let from = *self.baseline_from.get_or_insert(ts);
+        if ts < from || ts >= from.saturating_add(window_ms) {
+            return;
+        }
+        for &(i, value) in values {
+            let (sum, n) = &mut self.baseline[i];
+            *sum += value as i128;
+            *n += 1;
+        }
+    }
+
+    /// A (re)installation at `ts`: a baseline that opened before it belongs to the old part.
+    fn installed_at(&mut self, ts: u64) {
+        self.installed = Some(ts);
+        if self.baseline_from.is_some_and(|from| from < ts) {
+            self.baseline_from = None;
+            self.baseline.iter_mut().for_each(|b| *b = (0, 0));
+            self.steps.iter_mut().for_each(|s| *s = (None, None));
         }
     }
 
@@ -355,6 +409,7 @@ fn fold(state: &mut DeviceState, observation: &Observation, window_ms: u64) {
         Observation::Reading(ts, metrics) => {
             state.origin.get_or_insert(*ts);
             let values = state.encode(metrics);
+            state.add_to_baseline(*ts, &values, window_ms);
             let newest = state.readings.back().map(|(t, _)| *t);
             if newest.is_none_or(|n| n <= *ts) {
                 state.push(*ts, values);
@@ -374,7 +429,7 @@ fn fold(state: &mut DeviceState, observation: &Observation, window_ms: u64) {
             }
         }
         Observation::Tooth(t) => state.tooth = Some(t.clone()),
-        Observation::Installed(ts) => state.installed = Some(*ts),
+        Observation::Installed(ts) => state.installed_at(*ts),
         Observation::Abrasiveness(a) => state.abrasiveness = Some(*a),
     }
 }
@@ -386,15 +441,22 @@ fn present(state: &DeviceState) -> Option<DeviceFeatures> {
         .metrics
         .iter()
         .zip(&state.names)
-        .filter_map(|(w, name)| Some((name, w.as_ref()?)))
-        .map(|(name, w)| {
+        .zip(state.baseline.iter().zip(&state.steps))
+        .filter_map(|((w, name), b)| Some((name, w.as_ref()?, b)))
+        .map(|(name, w, (&(sum, n), &(_, largest_step)))| {
             let m = &w.moments;
-            // STATS order: count, last, max, mean, min, slope_per_h, stddev.
+            let mean = m.mean_y().map(|v| v.round() as i64);
+            let baseline = (n > 0).then(|| (sum as f64 / n as f64).round() as i64);
+            // STATS order: baseline, change, count, largest_step, last, max, mean, min,
+            // slope_per_h, stddev.
             let stats = [
+                baseline,
+                mean.zip(baseline).map(|(m, b)| m - b),
                 Some(to_micro(m.n as f64)),
+                largest_step,
                 Some(w.last),
                 w.maxima.front().map(|(_, v)| *v),
-                m.mean_y().map(|v| v.round() as i64),
+                mean,
                 w.minima.front().map(|(_, v)| *v),
                 slope_per_hour(m).map(|v| v.round() as i64),
                 m.stddev_y().map(|v| v.round() as i64),
@@ -500,11 +562,56 @@ mod tests {
         assert_eq!(f.get("load_kn.slope_per_h"), Some(0.0));
         assert_eq!(f.get("wear_pct"), None);
         assert_eq!(f.get("nonsense.mean"), None);
+        // The baseline is the first hour of readings (only the first one here); the change
+        // is the window's mean less it.
+        assert_eq!(f.get("strain_ue.baseline"), Some(999.0));
+        assert_eq!(f.get("strain_ue.change"), Some(410.0 - 999.0));
+        assert_eq!(f.get("load_kn.change"), Some(0.0));
+        // Readings in arrival order: 999 → 420 → 400.
+        assert_eq!(f.get("strain_ue.largest_step"), Some(-579.0));
+        assert_eq!(f.get("load_kn.largest_step"), Some(0.0));
         // The JSON form round-trips.
         let back = DeviceFeatures::from_values("D", f.last_seen_ms, f.values());
         assert_eq!(back, f);
         let parsed: BTreeMap<String, f64> = serde_json::from_str(&f.to_json()).expect("JSON");
         let again = DeviceFeatures::from_values("D", f.last_seen_ms, parsed);
         assert_eq!(again, f);
+    }
+
+    #[test]
+    fn a_reinstallation_starts_a_new_baseline() {
+        let mut state = DeviceState::default();
+        let hour = MS_PER_HOUR;
+        fold(&mut state, &Observation::Installed(0), hour);
+        for (ts, strain) in [(hour / 2, 400.0), (hour, 404.0), (2 * hour, 420.0)] {
+            let (ts, metrics) = reading(ts, strain, 50.0);
+            fold(&mut state, &Observation::Reading(ts, metrics), hour);
+        }
+        let f = present(&state).expect("features");
+        // Readings from 0.5 h until 1.5 h form the baseline.
+        assert_eq!(f.get("strain_ue.baseline"), Some(402.0));
+        assert_eq!(f.get("strain_ue.change"), Some(18.0));
+        assert_eq!(f.get("strain_ue.largest_step"), Some(16.0));
+
+        // The part is replaced at 3 h: readings before do not count, later ones do.
+        fold(&mut state, &Observation::Installed(3 * hour), hour);
+        for (ts, strain) in [
+            (3 * hour, 500.0),
+            (3 * hour + hour / 2, 520.0),
+            (4 * hour + hour / 2, 600.0),
+        ] {
+            let (ts, metrics) = reading(ts, strain, 50.0);
+            fold(&mut state, &Observation::Reading(ts, metrics), hour);
+        }
+        let f = present(&state).expect("features");
+        assert_eq!(f.get("strain_ue.baseline"), Some(510.0));
+        // The window holds only the newest reading (the 1 h window ends at 4.5 h).
+        assert_eq!(f.get("strain_ue.mean"), Some(600.0));
+        assert_eq!(f.get("strain_ue.change"), Some(90.0));
+        // Steps count from the new part's first reading: 500 → 520 → 600.
+        assert_eq!(f.get("strain_ue.largest_step"), Some(80.0));
+        // An installation time already known does not reset the baseline.
+        fold(&mut state, &Observation::Installed(3 * hour), hour);
+        assert_eq!(present(&state).expect("features"), f);
     }
 }
