@@ -280,6 +280,45 @@ mod tests {
     }
 
     #[test]
+    fn every_failure_is_completed_as_a_failure() {
+        let config = SimulatorConfig {
+            failure_rate_scale: 20.0,
+            ..small()
+        };
+        let end = config.start_ms + 4 * DAY;
+        let (events, truth) = run(config, &[end]);
+        let completions: Vec<(&str, Time, Option<WorkReason>)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Order(o)
+                    if o.kind == OrderKind::Work && o.status == OrderStatus::Completed =>
+                {
+                    Some((o.device_id.as_deref()?, o.ts.0, o.reason))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut checked = 0;
+        for failure in &truth {
+            // The device's first completed work order after the failure records it.
+            let next = completions
+                .iter()
+                .filter(|(d, ts, _)| *d == failure.device_id && *ts >= failure.ts)
+                .min_by_key(|(_, ts, _)| *ts);
+            if let Some((_, ts, reason)) = next {
+                assert_eq!(
+                    *reason,
+                    Some(WorkReason::Failure),
+                    "{} at {ts}",
+                    failure.device_id
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 10, "{checked} failures completed");
+    }
+
+    #[test]
     fn every_event_of_a_day_decodes_to_itself() {
         let config = SimulatorConfig::default();
         let (events, _) = run(config.clone(), &[config.start_ms + DAY]);

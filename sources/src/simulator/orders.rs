@@ -5,7 +5,9 @@ use wearflow_operators::Time;
 use super::Simulator;
 use super::agenda::{Action, PurchaseOrder, SalesOrder, WorkOrder};
 use super::fleet::{Condition, DAY_MS};
-use crate::event::{Event, Order, OrderKind, OrderStatus, Stock, StockReason, Timestamp};
+use crate::event::{
+    Event, Order, OrderKind, OrderStatus, Stock, StockReason, Timestamp, WorkReason,
+};
 
 /// Share of sales orders cancelled before allocation, and again of those after it.
 const CANCEL_SHARE: f64 = 0.05;
@@ -202,12 +204,20 @@ impl Simulator {
         let index = work.tooth as usize;
         let warehouse = self.fleet.warehouse_of(index);
         let tooth = &self.fleet.teeth[index];
+        // The crew records what it found: a tooth that broke or fell off while its wear-limit
+        // order was open is completed as a failure (the failure label is the completion).
+        let reason = if work.status == OrderStatus::Completed && tooth.condition != Condition::Sound
+        {
+            WorkReason::Failure
+        } else {
+            work.reason
+        };
         out.push(Event::Order(Order {
             sku: Some(self.fleet.sku_codes[tooth.sku].clone()),
             warehouse: Some(self.fleet.warehouses[warehouse].clone()),
             machine_id: Some(self.fleet.machines[tooth.machine].id.clone()),
             device_id: Some(tooth.device_id.clone()),
-            reason: Some(work.reason),
+            reason: Some(reason),
             ..order(work_id(number), OrderKind::Work, work.status, 1, t)
         }));
         if work.status == OrderStatus::Completed {
