@@ -289,8 +289,12 @@ pub struct Report {
     pub rul_samples: usize,
 }
 
+/// One scored sample: the predicted probability, the label, the predicted and the true hours
+/// to failure.
+pub type ScoreRow = (f64, bool, Option<f64>, Option<f64>);
+
 /// Scores `(p, fails, predicted rul, true rul)` rows at `threshold`.
-pub fn score(rows: &[(f64, bool, Option<f64>, Option<f64>)], threshold: f64) -> Report {
+pub fn score(rows: &[ScoreRow], threshold: f64) -> Report {
     let positives = rows.iter().filter(|r| r.1).count();
     let (precision, recall) = precision_recall(rows, threshold);
     let f1 = if precision + recall > 0.0 {
@@ -374,7 +378,7 @@ pub fn score(rows: &[(f64, bool, Option<f64>, Option<f64>)], threshold: f64) -> 
     }
 }
 
-fn precision_recall(rows: &[(f64, bool, Option<f64>, Option<f64>)], threshold: f64) -> (f64, f64) {
+fn precision_recall(rows: &[ScoreRow], threshold: f64) -> (f64, f64) {
     let tp = rows.iter().filter(|r| r.0 >= threshold && r.1).count() as f64;
     let fp = rows.iter().filter(|r| r.0 >= threshold && !r.1).count() as f64;
     let positives = rows.iter().filter(|r| r.1).count() as f64;
@@ -383,10 +387,7 @@ fn precision_recall(rows: &[(f64, bool, Option<f64>, Option<f64>)], threshold: f
 }
 
 /// The model's rows for scoring.
-pub fn model_rows(
-    model: &Model,
-    samples: &[&Sample],
-) -> Vec<(f64, bool, Option<f64>, Option<f64>)> {
+pub fn model_rows(model: &Model, samples: &[&Sample]) -> Vec<ScoreRow> {
     let features: Vec<&DeviceFeatures> = samples.iter().map(|s| &s.features).collect();
     model
         .predict_many(&features)
@@ -398,10 +399,7 @@ pub fn model_rows(
 
 /// The physics baseline's rows: RUL = hours to the wear limit; "fails" when that is within
 /// the horizon (scored as a probability of 1 or 0).
-pub fn physics_rows(
-    samples: &[&Sample],
-    horizon_h: f64,
-) -> Vec<(f64, bool, Option<f64>, Option<f64>)> {
+pub fn physics_rows(samples: &[&Sample], horizon_h: f64) -> Vec<ScoreRow> {
     samples
         .iter()
         .map(|s| {
@@ -521,9 +519,10 @@ pub fn train(
     let trained_s = started.elapsed().as_secs_f64();
     let path = model.save(out)?;
     let test_refs: Vec<&Sample> = test_samples.iter().collect();
+    let test_rows = model_rows(&model, &test_refs);
     if let Some(dir) = samples_out {
-        write_samples(&dir.join("train.csv"), &model, &train_refs)?;
-        write_samples(&dir.join("test.csv"), &model, &test_refs)?;
+        write_samples(&dir.join("train.csv"), &model, &train_refs, &train_rows)?;
+        write_samples(&dir.join("test.csv"), &model, &test_refs, &test_rows)?;
     }
     let report = json!({
         "model_version": model.version,
@@ -533,7 +532,7 @@ pub fn train(
         "train_positives": positives,
         "features": model.features.len(),
         "training_seconds": trained_s,
-        "model": score(&model_rows(&model, &test_refs), model.threshold),
+        "model": score(&test_rows, model.threshold),
         "physics_baseline": score(&physics_rows(&test_refs, horizon_h), 0.5),
     });
     let report_path = out.join("report.json");
@@ -544,8 +543,14 @@ pub fn train(
 }
 
 /// Writes labelled samples as CSV: device, moment, label, hours to failure, the model's
-/// probability, then every feature the model uses (empty when absent).
-fn write_samples(path: &Path, model: &Model, samples: &[&Sample]) -> anyhow::Result<()> {
+/// probability (from `rows`, the model's rows for those samples), then every feature the
+/// model uses (empty when absent).
+fn write_samples(
+    path: &Path,
+    model: &Model,
+    samples: &[&Sample],
+    rows: &[ScoreRow],
+) -> anyhow::Result<()> {
     use std::io::Write;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
@@ -559,7 +564,7 @@ fn write_samples(path: &Path, model: &Model, samples: &[&Sample]) -> anyhow::Res
         write!(out, ",{name}")?;
     }
     writeln!(out)?;
-    for (sample, row) in samples.iter().zip(model_rows(model, samples)) {
+    for (sample, row) in samples.iter().zip(rows) {
         let rul = sample.rul_hours.map(|h| h.to_string()).unwrap_or_default();
         write!(
             out,

@@ -539,15 +539,24 @@ mod tests {
         (ts, metrics)
     }
 
+    /// Folds strain readings (with a constant load) into the state.
+    fn feed(state: &mut DeviceState, readings: &[(u64, f64)], window_ms: u64) {
+        for &(ts, strain) in readings {
+            let (ts, metrics) = reading(ts, strain, 50.0);
+            fold(state, &Observation::Reading(ts, metrics), window_ms);
+        }
+    }
+
     #[test]
     fn window_statistics_per_metric() {
         let mut state = DeviceState::default();
         let hour = MS_PER_HOUR;
         // Out of order on purpose; the first reading leaves the 1 h window.
-        for (ts, strain) in [(0, 999.0), (2 * hour, 420.0), (hour + hour / 2, 400.0)] {
-            let (ts, metrics) = reading(ts, strain, 50.0);
-            fold(&mut state, &Observation::Reading(ts, metrics), MS_PER_HOUR);
-        }
+        feed(
+            &mut state,
+            &[(0, 999.0), (2 * hour, 420.0), (hour + hour / 2, 400.0)],
+            hour,
+        );
         let mut f = present(&state).expect("features");
         f.device_id = "D".into();
         assert_eq!(f.last_seen_ms, 2 * hour);
@@ -583,10 +592,11 @@ mod tests {
         let mut state = DeviceState::default();
         let hour = MS_PER_HOUR;
         fold(&mut state, &Observation::Installed(0), hour);
-        for (ts, strain) in [(hour / 2, 400.0), (hour, 404.0), (2 * hour, 420.0)] {
-            let (ts, metrics) = reading(ts, strain, 50.0);
-            fold(&mut state, &Observation::Reading(ts, metrics), hour);
-        }
+        feed(
+            &mut state,
+            &[(hour / 2, 400.0), (hour, 404.0), (2 * hour, 420.0)],
+            hour,
+        );
         let f = present(&state).expect("features");
         // Readings from 0.5 h until 1.5 h form the baseline.
         assert_eq!(f.get("strain_ue.baseline"), Some(402.0));
@@ -595,14 +605,15 @@ mod tests {
 
         // The part is replaced at 3 h: readings before do not count, later ones do.
         fold(&mut state, &Observation::Installed(3 * hour), hour);
-        for (ts, strain) in [
-            (3 * hour, 500.0),
-            (3 * hour + hour / 2, 520.0),
-            (4 * hour + hour / 2, 600.0),
-        ] {
-            let (ts, metrics) = reading(ts, strain, 50.0);
-            fold(&mut state, &Observation::Reading(ts, metrics), hour);
-        }
+        feed(
+            &mut state,
+            &[
+                (3 * hour, 500.0),
+                (3 * hour + hour / 2, 520.0),
+                (4 * hour + hour / 2, 600.0),
+            ],
+            hour,
+        );
         let f = present(&state).expect("features");
         assert_eq!(f.get("strain_ue.baseline"), Some(510.0));
         // The window holds only the newest reading (the 1 h window ends at 4.5 h).
