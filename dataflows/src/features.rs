@@ -1,12 +1,15 @@
 //! `features`: the current feature vector of every device, the input of the failure model.
 //!
-//! Generic part, for every metric a device reports (known or not): over the stats window of
-//! event time, `last`, `mean`, `stddev`, `min`, `max`, `slope_per_h` and `count`, named
-//! `<metric>.<stat>` (one stateful fold per device over its readings). Domain part, where the device is a tooth: `wear_pct`,
-//! `wear_rate_mm_per_h`, `hours_to_limit`, `impacts` (at or above the impact threshold in the
-//! stats window), `peak_impact_g`, `hours_since_install`, `site_abrasiveness`, and `lost`
-//! (1 when the engine already counts the tooth as lost). Training replays history through this
-//! same code (`wearflow train`), so live and training features cannot differ.
+//! Generic part, for every metric a device reports (known or not), named `<metric>.<stat>`
+//! (one stateful fold per device over its readings): over the stats window of event time,
+//! `last`, `mean`, `stddev`, `min`, `max`, `slope_per_h` and `count`; against the device's own
+//! normal since its installation, `baseline`, `change` and `largest_step`; slopes per
+//! operating hour, `trend_3h`, `trend_6h` and `trend_12h`. Domain part: `hour_of_day`, and
+//! where the device is a tooth `wear_pct`, `wear_rate_mm_per_h`, `hours_to_limit`, `impacts`
+//! (at or above the impact threshold in the stats window), `peak_impact_g`,
+//! `hours_since_install`, `site_abrasiveness`, and `lost` (1 when the engine already counts
+//! the tooth as lost). Training replays history through this same code (`wearflow train`), so
+//! live and training features cannot differ.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -29,8 +32,10 @@ use crate::{Context, ViewDef};
 /// from a device's own normal shows even where devices differ more than the drift.
 /// `largest_step` is the signed difference between two consecutive readings with the largest
 /// magnitude since the installation: a sudden shift (a broken part) stays visible after the
-/// window has moved past it.
-pub const STATS: [&str; 10] = [
+/// window has moved past it. `trend_3h`, `trend_6h` and `trend_12h` are least-squares slopes
+/// per operating hour over the last 3, 6 and 12 operating hours since the installation (see
+/// [`Trend`]): how fast a drift grows, which with `change` says how far it has to go.
+pub const STATS: [&str; 13] = [
     "baseline",
     "change",
     "count",
@@ -41,10 +46,25 @@ pub const STATS: [&str; 10] = [
     "min",
     "slope_per_h",
     "stddev",
+    "trend_3h",
+    "trend_6h",
+    "trend_12h",
 ];
 
-/// The domain features, in storage order (each also a column of the view).
-pub const DOMAIN: [&str; 8] = [
+/// The operating-hour windows of the `trend_*` statistics, in [`STATS`] order.
+const TREND_WINDOWS_H: [u64; 3] = [3, 6, 12];
+
+/// A gap between two readings counts as operating time up to this long: a device that does
+/// not report is not operating (a machine off shift does not age its parts).
+pub const OPERATING_GAP_MS: u64 = 15 * 60_000;
+
+/// The grain of the operating-time trends.
+const TREND_BUCKET_MS: u64 = 15 * 60_000;
+
+/// The domain features, in storage order (each also a column of the view). `hour_of_day` is
+/// the UTC hour (fractional) of the newest reading: where machines work in shifts, how much
+/// operating time the next day of event time holds depends on it.
+pub const DOMAIN: [&str; 9] = [
     "wear_pct",
     "wear_rate_mm_per_h",
     "hours_to_limit",
@@ -53,10 +73,11 @@ pub const DOMAIN: [&str; 8] = [
     "hours_since_install",
     "site_abrasiveness",
     "lost",
+    "hour_of_day",
 ];
 
 /// Statistics of one metric, µ-units, in [`STATS`] order.
-pub type MetricStats = [Option<i64>; 10];
+pub type MetricStats = [Option<i64>; STATS.len()];
 
 /// One device's features, compact: names are derived, not stored per value.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -68,7 +89,7 @@ pub struct DeviceFeatures {
     /// Per metric, sorted by name: its window statistics.
     pub metrics: Vec<(String, MetricStats)>,
     /// The domain features in [`DOMAIN`] order, µ-units.
-    pub domain: [Option<i64>; 8],
+    pub domain: [Option<i64>; DOMAIN.len()],
 }
 
 impl DeviceFeatures {
@@ -144,7 +165,7 @@ impl DeviceFeatures {
             device_id: device_id.to_string(),
             last_seen_ms,
             metrics: Vec::new(),
-            domain: [None; 8],
+            domain: [None; DOMAIN.len()],
         };
         for (name, value) in values {
             let micro = Some(to_micro(value));
@@ -204,9 +225,73 @@ struct DeviceState {
     steps: Vec<(Option<i64>, Option<i64>)>,
     /// The first reading time at or after the installation: the baseline window opens here.
     baseline_from: Option<u64>,
+    /// Operating-time sums since the installation, for the `trend_*` statistics.
+    trend: Trend,
     tooth: Option<Box<ToothWear>>,
     installed: Option<u64>,
     abrasiveness: Option<i64>,
+}
+
+/// Per-metric sums over operating time since the installation, in buckets of
+/// [`TREND_BUCKET_MS`], for slopes per operating hour. Operating time advances by the gap
+/// between two consecutive readings, capped at [`OPERATING_GAP_MS`], so a night off shift
+/// neither flattens a slope nor pushes a drift out of the window. Readings older than the
+/// newest one (late) are left out of the trends.
+#[derive(Default)]
+struct Trend {
+    /// Operating ms since the installation.
+    op_ms: u64,
+    /// The newest reading's time.
+    last_ts: Option<u64>,
+    /// `(first operating ms, sums per metric index with x = operating ms)`, oldest first;
+    /// none older than the longest window.
+    buckets: VecDeque<(u64, Vec<Moments>)>,
+}
+
+impl Trend {
+    fn add(&mut self, ts: u64, values: &[(usize, i64)]) {
+        if let Some(last) = self.last_ts {
+            if ts < last {
+                return;
+            }
+            self.op_ms += (ts - last).min(OPERATING_GAP_MS);
+        }
+        self.last_ts = Some(ts);
+        let start = self.op_ms - self.op_ms % TREND_BUCKET_MS;
+        if self.buckets.back().is_none_or(|(s, _)| *s != start) {
+            self.buckets.push_back((start, Vec::new()));
+        }
+        let longest = TREND_WINDOWS_H[TREND_WINDOWS_H.len() - 1] * MS_PER_HOUR;
+        while self
+            .buckets
+            .front()
+            .is_some_and(|(s, _)| s + longest < self.op_ms)
+        {
+            self.buckets.pop_front();
+        }
+        let Some((_, sums)) = self.buckets.back_mut() else {
+            return;
+        };
+        for &(i, value) in values {
+            if sums.len() <= i {
+                sums.resize(i + 1, Moments::default());
+            }
+            sums[i].plus_equals(&Moments::of(self.op_ms as i64, value));
+        }
+    }
+
+    /// Metric `i`'s slope per operating hour over the buckets that start within the last
+    /// `window_h` operating hours, µ-units.
+    fn slope(&self, i: usize, window_h: u64) -> Option<i64> {
+        let from = self.op_ms.saturating_sub(window_h * MS_PER_HOUR);
+        let mut sum = Moments::default();
+        for (_, sums) in self.buckets.iter().rev().take_while(|(s, _)| *s >= from) {
+            if let Some(m) = sums.get(i) {
+                sum.plus_equals(m);
+            }
+        }
+        slope_per_hour(&sum).map(|v| v.round() as i64)
+    }
 }
 
 /// One metric's window: sums that add and subtract exactly, and candidates for min and max.
@@ -297,6 +382,7 @@ impl DeviceState {
         if self.installed.is_some_and(|installed| ts < installed) {
             return;
         }
+        self.trend.add(ts, values);
         for &(i, value) in values {
             let (previous, largest) = &mut self.steps[i];
             if let Some(previous) = *previous {
@@ -325,6 +411,7 @@ impl DeviceState {
             self.baseline_from = None;
             self.baseline.iter_mut().for_each(|b| *b = (0, 0));
             self.steps.iter_mut().for_each(|s| *s = (None, None));
+            self.trend = Trend::default();
         }
     }
 
@@ -442,13 +529,15 @@ fn present(state: &DeviceState) -> Option<DeviceFeatures> {
         .iter()
         .zip(&state.names)
         .zip(state.baseline.iter().zip(&state.steps))
-        .filter_map(|((w, name), b)| Some((name, w.as_ref()?, b)))
-        .map(|(name, w, (&(sum, n), &(_, largest_step)))| {
+        .enumerate()
+        .filter_map(|(i, ((w, name), b))| Some((i, name, w.as_ref()?, b)))
+        .map(|(i, name, w, (&(sum, n), &(_, largest_step)))| {
             let m = &w.moments;
             let mean = m.mean_y().map(|v| v.round() as i64);
             let baseline = (n > 0).then(|| (sum as f64 / n as f64).round() as i64);
+            let trend = |k: usize| state.trend.slope(i, TREND_WINDOWS_H[k]);
             // STATS order: baseline, change, count, largest_step, last, max, mean, min,
-            // slope_per_h, stddev.
+            // slope_per_h, stddev, trend_3h, trend_6h, trend_12h.
             let stats = [
                 baseline,
                 mean.zip(baseline).map(|(m, b)| m - b),
@@ -460,6 +549,9 @@ fn present(state: &DeviceState) -> Option<DeviceFeatures> {
                 w.minima.front().map(|(_, v)| *v),
                 slope_per_hour(m).map(|v| v.round() as i64),
                 m.stddev_y().map(|v| v.round() as i64),
+                trend(0),
+                trend(1),
+                trend(2),
             ];
             (name.clone(), stats)
         })
@@ -469,7 +561,7 @@ fn present(state: &DeviceState) -> Option<DeviceFeatures> {
         device_id: String::new(),
         last_seen_ms,
         metrics,
-        domain: [None; 8],
+        domain: [None; DOMAIN.len()],
     };
     let micro = |v: Option<f64>| v.filter(|v| v.is_finite()).map(to_micro);
     if let Some(t) = &state.tooth {
@@ -487,6 +579,8 @@ fn present(state: &DeviceState) -> Option<DeviceFeatures> {
         features.domain[5] = micro(Some(hours));
     }
     features.domain[6] = state.abrasiveness;
+    let day_ms = last_seen_ms % (24 * MS_PER_HOUR);
+    features.domain[8] = Some(to_micro(day_ms as f64 / MS_PER_HOUR as f64));
     Some(features)
 }
 
@@ -585,6 +679,58 @@ mod tests {
         let parsed: BTreeMap<String, f64> = serde_json::from_str(&f.to_json()).expect("JSON");
         let again = DeviceFeatures::from_values("D", f.last_seen_ms, parsed);
         assert_eq!(again, f);
+    }
+
+    #[test]
+    fn trends_run_on_operating_time() {
+        let mut state = DeviceState::default();
+        let hour = MS_PER_HOUR;
+        let five = 5 * 60_000;
+        fold(&mut state, &Observation::Installed(0), hour);
+        // Strain rises 1 µε per 5 operating minutes for 4 h, the machine stands for 10 h,
+        // then works 2 h more. The 10 h gap counts as OPERATING_GAP_MS (15 minutes), so the
+        // rise is a line of 12 µε per operating hour.
+        let mut readings: Vec<(u64, f64)> =
+            (0..=48).map(|k| (k * five, 400.0 + k as f64)).collect();
+        readings.extend((49..=72).map(|k| (14 * hour + (k - 48) * five, 402.0 + k as f64)));
+        feed(&mut state, &readings, hour);
+        let f = present(&state).expect("features");
+        for window in ["3h", "6h", "12h"] {
+            assert_eq!(
+                f.get(&format!("strain_ue.trend_{window}")),
+                Some(12.0),
+                "{window}"
+            );
+            assert_eq!(
+                f.get(&format!("load_kn.trend_{window}")),
+                Some(0.0),
+                "{window}"
+            );
+        }
+        assert_eq!(f.get("hour_of_day"), Some(16.0));
+
+        // A late reading does not move the trends.
+        feed(&mut state, &[(hour, 9_999.0)], hour);
+        assert_eq!(
+            present(&state)
+                .expect("features")
+                .get("strain_ue.trend_12h"),
+            Some(12.0)
+        );
+
+        // A replacement starts the trends over: the new part's readings are flat.
+        fold(&mut state, &Observation::Installed(17 * hour), hour);
+        feed(
+            &mut state,
+            &(0..=12)
+                .map(|k| (17 * hour + k * five, 500.0))
+                .collect::<Vec<_>>(),
+            hour,
+        );
+        let f = present(&state).expect("features");
+        assert_eq!(f.get("strain_ue.trend_3h"), Some(0.0));
+        assert_eq!(f.get("strain_ue.trend_12h"), Some(0.0));
+        assert_eq!(f.get("hour_of_day"), Some(18.0));
     }
 
     #[test]
