@@ -51,7 +51,7 @@ pub const STATS: [&str; 13] = [
     "trend_12h",
 ];
 
-/// The operating-hour windows of the `trend_*` statistics, in [`STATS`] order.
+/// The operating-hour windows of the `trend_*` statistics, in [`STATS`] order (ascending).
 const TREND_WINDOWS_H: [u64; 3] = [3, 6, 12];
 
 /// A gap between two readings counts as operating time up to this long: a device that does
@@ -280,17 +280,22 @@ impl Trend {
         }
     }
 
-    /// Metric `i`'s slope per operating hour over the buckets that start within the last
-    /// `window_h` operating hours, µ-units.
-    fn slope(&self, i: usize, window_h: u64) -> Option<i64> {
-        let from = self.op_ms.saturating_sub(window_h * MS_PER_HOUR);
+    /// Metric `i`'s slopes per operating hour, µ-units, one per [`TREND_WINDOWS_H`]: over the
+    /// buckets that start within the last that many operating hours. One pass, newest first.
+    fn slopes(&self, i: usize) -> [Option<i64>; TREND_WINDOWS_H.len()] {
+        let mut out = [None; TREND_WINDOWS_H.len()];
         let mut sum = Moments::default();
-        for (_, sums) in self.buckets.iter().rev().take_while(|(s, _)| *s >= from) {
-            if let Some(m) = sums.get(i) {
-                sum.plus_equals(m);
+        let mut buckets = self.buckets.iter().rev().peekable();
+        for (k, window_h) in TREND_WINDOWS_H.iter().enumerate() {
+            let from = self.op_ms.saturating_sub(window_h * MS_PER_HOUR);
+            while let Some((_, sums)) = buckets.next_if(|(s, _)| *s >= from) {
+                if let Some(m) = sums.get(i) {
+                    sum.plus_equals(m);
+                }
             }
+            out[k] = slope_per_hour(&sum).map(|v| v.round() as i64);
         }
-        slope_per_hour(&sum).map(|v| v.round() as i64)
+        out
     }
 }
 
@@ -535,7 +540,7 @@ fn present(state: &DeviceState) -> Option<DeviceFeatures> {
             let m = &w.moments;
             let mean = m.mean_y().map(|v| v.round() as i64);
             let baseline = (n > 0).then(|| (sum as f64 / n as f64).round() as i64);
-            let trend = |k: usize| state.trend.slope(i, TREND_WINDOWS_H[k]);
+            let trend = state.trend.slopes(i);
             // STATS order: baseline, change, count, largest_step, last, max, mean, min,
             // slope_per_h, stddev, trend_3h, trend_6h, trend_12h.
             let stats = [
@@ -549,9 +554,9 @@ fn present(state: &DeviceState) -> Option<DeviceFeatures> {
                 w.minima.front().map(|(_, v)| *v),
                 slope_per_hour(m).map(|v| v.round() as i64),
                 m.stddev_y().map(|v| v.round() as i64),
-                trend(0),
-                trend(1),
-                trend(2),
+                trend[0],
+                trend[1],
+                trend[2],
             ];
             (name.clone(), stats)
         })
