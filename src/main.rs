@@ -12,6 +12,7 @@ use wearflow::http::{self, AppState, HttpAccess};
 use wearflow::introspection::DataflowLog;
 use wearflow::metrics::Metrics;
 use wearflow::runtime;
+use wearflow_dataflows::model::Boosting;
 use wearflow_sinks::ServingStore;
 use wearflow_sinks::kafka::Producer;
 use wearflow_sources::kafka::{ensure_topics, event_key};
@@ -79,9 +80,15 @@ enum Command {
         /// Sample every active device's features this often in event time.
         #[arg(long, default_value = "1h")]
         sample_every: String,
-        /// The boosters' budget (more = more trees, slower, usually better).
-        #[arg(long, default_value_t = 0.5)]
-        budget: f32,
+        /// Trees per booster (default: see `Boosting` in dataflows/src/model.rs).
+        #[arg(long)]
+        iterations: Option<usize>,
+        /// Each tree's weight (shrinkage).
+        #[arg(long)]
+        learning_rate: Option<f32>,
+        /// Depth of each tree.
+        #[arg(long)]
+        max_depth: Option<usize>,
         /// The model directory to write.
         #[arg(long)]
         out: PathBuf,
@@ -311,10 +318,18 @@ fn main() -> anyhow::Result<()> {
             test_history,
             horizon,
             sample_every,
-            budget,
+            iterations,
+            learning_rate,
+            max_depth,
             out,
             samples_out,
         } => {
+            let defaults = Boosting::default();
+            let boosting = Boosting {
+                iterations: iterations.unwrap_or(defaults.iterations),
+                learning_rate: learning_rate.unwrap_or(defaults.learning_rate),
+                max_depth: max_depth.unwrap_or(defaults.max_depth),
+            };
             let horizon_h = parse_duration_ms(&horizon)? as f64 / 3_600_000.0;
             let every_ms = parse_duration_ms(&sample_every)?;
             let report = wearflow::predict::train(
@@ -322,7 +337,7 @@ fn main() -> anyhow::Result<()> {
                 &test_history,
                 horizon_h,
                 every_ms,
-                budget,
+                boosting,
                 &out,
                 samples_out.as_deref(),
             )?;

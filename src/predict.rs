@@ -18,7 +18,7 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 use serde_json::json;
 use wearflow_dataflows::features::DeviceFeatures;
-use wearflow_dataflows::model::{Model, ModelSlot};
+use wearflow_dataflows::model::{Boosting, Model, ModelSlot};
 use wearflow_operators::{Time, Value};
 use wearflow_sinks::ServingStore;
 use wearflow_sinks::store::Snapshot;
@@ -433,7 +433,7 @@ pub fn train(
     test_histories: &[PathBuf],
     horizon_h: f64,
     every_ms: u64,
-    budget: f32,
+    boosting: Boosting,
     out: &Path,
     samples_out: Option<&Path>,
 ) -> anyhow::Result<serde_json::Value> {
@@ -497,7 +497,7 @@ pub fn train(
         .map(|s| s.rul_hours.map_or(f64::NAN, f64::ln_1p))
         .collect();
     let started = std::time::Instant::now();
-    let mut model = Model::train(names, &rows, &failed, &log_rul, horizon_h, budget)?;
+    let mut model = Model::train(names, &rows, &failed, &log_rul, horizon_h, boosting)?;
     let train_refs: Vec<&Sample> = train_samples.iter().collect();
     // The threshold: the best F1 on the training samples.
     let train_rows = model_rows(&model, &train_refs);
@@ -531,6 +531,12 @@ pub fn train(
         "train_samples": train_samples.len(),
         "train_positives": positives,
         "features": model.features.len(),
+        "boosting": {
+            "library": "forust-ml",
+            "iterations": boosting.iterations,
+            "learning_rate": boosting.learning_rate,
+            "max_depth": boosting.max_depth,
+        },
         "training_seconds": trained_s,
         "model": score(&test_rows, model.threshold),
         "physics_baseline": score(&physics_rows(&test_refs, horizon_h), 0.5),

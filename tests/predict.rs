@@ -10,7 +10,7 @@ use wearflow::config::{Config, SourceConfig};
 use wearflow::metrics::Metrics;
 use wearflow::predict;
 use wearflow::runtime;
-use wearflow_dataflows::model::{Model, ModelSlot};
+use wearflow_dataflows::model::{Boosting, Model, ModelSlot};
 use wearflow_operators::Value;
 use wearflow_sinks::ServingStore;
 use wearflow_sources::{SimulatorConfig, simulate, write_jsonl};
@@ -47,7 +47,10 @@ fn train_then_predict_then_reload_live() {
         std::slice::from_ref(&test_dir),
         24.0,
         3_600_000,
-        0.3,
+        Boosting {
+            iterations: 50,
+            ..Boosting::default()
+        },
         &model_dir,
         Some(&root.path().join("samples")),
     )
@@ -155,7 +158,7 @@ fn train_then_predict_then_reload_live() {
         rows >= 10 && found == vec![version_a.clone()]
     });
 
-    let mut changed = model.clone();
+    let mut changed = Model::load(&model_dir).expect("a second copy of model A");
     changed.threshold = (model.threshold * 0.5).max(0.01);
     changed.restamp().expect("restamp");
     changed.save(&live_dir).expect("save B");

@@ -12,9 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 
 use arc_swap::ArcSwapOption;
-use perpetual::booster::config::BoosterIO;
-use perpetual::objective::Objective;
-use perpetual::{Matrix, PerpetualBooster};
+use forust_ml::objective::ObjectiveType;
+use forust_ml::{GradientBooster, Matrix};
 use serde::{Deserialize, Serialize};
 
 use crate::features::DeviceFeatures;
@@ -22,8 +21,8 @@ use crate::features::DeviceFeatures;
 /// The version name of predictions made without a model (remaining length ÷ wear rate).
 pub const PHYSICS: &str = "physics";
 
-/// The model file's format version.
-pub const FORMAT: u32 = 1;
+/// The model file's format version (2: `forust-ml` boosters; 1 held `perpetual` boosters).
+pub const FORMAT: u32 = 2;
 
 /// The model file name inside a model directory.
 pub const FILE: &str = "model.json";
@@ -116,8 +115,41 @@ impl FeatureBins {
     }
 }
 
+/// How the boosters are grown: the settings of `wearflow train`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Boosting {
+    /// Trees per booster.
+    pub iterations: usize,
+    /// Each tree's weight (shrinkage).
+    pub learning_rate: f32,
+    /// The depth of each tree.
+    pub max_depth: usize,
+}
+
+impl Default for Boosting {
+    /// Chosen on the teeth simulator (train on seed 1, score on seed 2; see bench/README.md):
+    /// many shallow trees generalise across seeds better than fewer deep ones.
+    fn default() -> Self {
+        Boosting {
+            iterations: 300,
+            learning_rate: 0.1,
+            max_depth: 4,
+        }
+    }
+}
+
+impl Boosting {
+    fn booster(&self, objective: ObjectiveType) -> GradientBooster {
+        GradientBooster::default()
+            .set_objective_type(objective)
+            .set_iterations(self.iterations)
+            .set_learning_rate(self.learning_rate)
+            .set_max_depth(self.max_depth)
+    }
+}
+
 /// A trained model as stored in `MODEL_DIR/model.json`.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Model {
     /// File format ([`FORMAT`]).
     pub format: u32,
@@ -131,10 +163,10 @@ pub struct Model {
     pub threshold: f64,
     /// Feature names, in the boosters' column order.
     pub features: Vec<String>,
-    /// Fails within the horizon: log-loss gradient-boosted trees.
-    pub classifier: PerpetualBooster,
+    /// Fails within the horizon: log-loss gradient-boosted trees (their output is log-odds).
+    pub classifier: GradientBooster,
     /// Remaining useful life, `ln(1 + hours)`: squared-loss gradient-boosted trees.
-    pub regressor: PerpetualBooster,
+    pub regressor: GradientBooster,
     /// The training distribution of each feature.
     pub bins: Vec<FeatureBins>,
 }
@@ -163,10 +195,13 @@ impl Model {
     pub fn predict(&self, features: &DeviceFeatures) -> Prediction {
         let data = Model::matrix(&self.features, &[features]);
         let matrix = Matrix::new(&data, 1, self.features.len());
-        let p = self.classifier.predict_proba(&matrix, false, false);
+        let log_odds = self.classifier.predict(&matrix, false);
         let log_rul = self.regressor.predict(&matrix, false);
         Prediction {
-            p_fail: p.first().copied().filter(|p| p.is_finite()),
+            p_fail: log_odds
+                .first()
+                .map(|l| sigmoid(*l))
+                .filter(|p| p.is_finite()),
             rul_hours: log_rul
                 .first()
                 .map(|l| l.exp_m1().max(0.0))
@@ -181,12 +216,13 @@ impl Model {
         }
         let data = Model::matrix(&self.features, rows);
         let matrix = Matrix::new(&data, rows.len(), self.features.len());
-        let p = self.classifier.predict_proba(&matrix, true, false);
+        let log_odds = self.classifier.predict(&matrix, true);
         let log_rul = self.regressor.predict(&matrix, true);
-        p.into_iter()
+        log_odds
+            .into_iter()
             .zip(log_rul)
             .map(|(p, l)| Prediction {
-                p_fail: Some(p).filter(|p| p.is_finite()),
+                p_fail: Some(sigmoid(p)).filter(|p| p.is_finite()),
                 rul_hours: Some(l.exp_m1().max(0.0)).filter(|h| h.is_finite()),
             })
             .collect()
@@ -201,15 +237,13 @@ impl Model {
         failed: &[f64],
         log_rul: &[f64],
         horizon_h: f64,
-        budget: f32,
+        boosting: Boosting,
     ) -> Result<Model, ModelError> {
         let data = Model::matrix(&features, rows);
         let matrix = Matrix::new(&data, rows.len(), features.len());
-        let mut classifier = PerpetualBooster::default()
-            .set_objective(Objective::LogLoss)
-            .set_budget(budget);
+        let mut classifier = boosting.booster(ObjectiveType::LogLoss);
         classifier
-            .fit(&matrix, failed, None, None)
+            .fit_unweighted(&matrix, failed, None)
             .map_err(|e| ModelError::Training(e.to_string()))?;
         let uncensored: Vec<&DeviceFeatures> = rows
             .iter()
@@ -225,11 +259,9 @@ impl Model {
         }
         let data = Model::matrix(&features, &uncensored);
         let matrix = Matrix::new(&data, uncensored.len(), features.len());
-        let mut regressor = PerpetualBooster::default()
-            .set_objective(Objective::SquaredLoss)
-            .set_budget(budget);
+        let mut regressor = boosting.booster(ObjectiveType::SquaredLoss);
         regressor
-            .fit(&matrix, &targets, None, None)
+            .fit_unweighted(&matrix, &targets, None)
             .map_err(|e| ModelError::Training(e.to_string()))?;
         let bins = features
             .iter()
@@ -310,18 +342,30 @@ impl Model {
             path: path.display().to_string(),
             source,
         })?;
-        let model: Model = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
-        if model.format != FORMAT {
+        // The format first, so that a file of another format says so instead of failing on
+        // whichever field changed.
+        #[derive(Deserialize)]
+        struct Header {
+            format: u32,
+        }
+        let header: Header = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
+        if header.format != FORMAT {
             return Err(invalid(format!(
-                "format {} (this engine reads {FORMAT})",
-                model.format
+                "format {} (this engine reads {FORMAT}; retrain with `wearflow train`)",
+                header.format
             )));
         }
+        let model: Model = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
         if model.version.is_empty() || model.version == PHYSICS {
             return Err(invalid("the model has no version".into()));
         }
         Ok(model)
     }
+}
+
+/// The logistic function: log-odds to probability.
+fn sigmoid(log_odds: f64) -> f64 {
+    1.0 / (1.0 + (-log_odds).exp())
 }
 
 /// Every model version loaded in this process, by version.
@@ -458,7 +502,8 @@ mod tests {
             .map(|r| (500.0 - strain(r)).max(1.0).ln_1p())
             .collect();
         let names = vec!["strain_ue.mean".to_string()];
-        let model = Model::train(names, &refs, &failed, &log_rul, 24.0, 0.5).expect("train");
+        let model = Model::train(names, &refs, &failed, &log_rul, 24.0, Boosting::default())
+            .expect("train");
         assert!(model.version.starts_with('m'));
         let dir = tempfile_dir();
         model.save(&dir).expect("save");
@@ -469,6 +514,13 @@ mod tests {
         assert!(high.p_fail.expect("p") > 0.8, "{high:?}");
         assert!(low.p_fail.expect("p") < 0.2, "{low:?}");
         assert!(high.rul_hours.expect("rul") < low.rul_hours.expect("rul"));
+        // A model file of another format is refused by name, not by a missing field.
+        std::fs::write(dir.join(FILE), r#"{"format":1,"classifier":{}}"#).expect("write");
+        let err = Model::load(&dir)
+            .err()
+            .expect("format 1 is refused")
+            .to_string();
+        assert!(err.contains("format 1"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
 
