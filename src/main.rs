@@ -11,6 +11,7 @@ use wearflow::config::{ClusterConfig, Config, SourceConfig};
 use wearflow::http::{self, AppState, HttpAccess};
 use wearflow::introspection::DataflowLog;
 use wearflow::metrics::Metrics;
+use wearflow::predict::TrainingInput;
 use wearflow::runtime;
 use wearflow_dataflows::model::Boosting;
 use wearflow_sinks::ServingStore;
@@ -69,8 +70,12 @@ enum Command {
     /// MODEL_DIR/report.json.
     Train {
         /// A directory of JSONL history (`wearflow simulate --out`); repeat for several.
-        #[arg(long, required = true)]
+        #[arg(long, required_unless_present = "from_samples")]
         history: Vec<PathBuf>,
+        /// Train on the samples an earlier `--samples-out DIR` wrote instead of replaying
+        /// history (same split, same labels; for trying booster settings).
+        #[arg(long, conflicts_with_all = ["history", "test_history", "sample_every"])]
+        from_samples: Option<PathBuf>,
         /// Score on these histories instead of a held-out split of the training history.
         #[arg(long)]
         test_history: Vec<PathBuf>,
@@ -315,6 +320,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Train {
             history,
+            from_samples,
             test_history,
             horizon,
             sample_every,
@@ -332,15 +338,16 @@ fn main() -> anyhow::Result<()> {
             };
             let horizon_h = parse_duration_ms(&horizon)? as f64 / 3_600_000.0;
             let every_ms = parse_duration_ms(&sample_every)?;
-            let report = wearflow::predict::train(
-                &history,
-                &test_history,
-                horizon_h,
-                every_ms,
-                boosting,
-                &out,
-                samples_out.as_deref(),
-            )?;
+            let input = match &from_samples {
+                Some(dir) => TrainingInput::Samples(dir),
+                None => TrainingInput::Histories {
+                    train: &history,
+                    test: &test_history,
+                    every_ms,
+                },
+            };
+            let report =
+                wearflow::predict::train(input, horizon_h, boosting, &out, samples_out.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }

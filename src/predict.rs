@@ -427,51 +427,68 @@ fn held_out(sample: &Sample, cutoff_ms: Time) -> Option<bool> {
     }
 }
 
+/// Where `wearflow train` gets its labelled samples.
+pub enum TrainingInput<'a> {
+    /// Replays these histories, sampling every `every_ms` of event time; without test
+    /// histories, part of the training history is held out.
+    Histories {
+        /// Histories to train on.
+        train: &'a [PathBuf],
+        /// Histories to score on.
+        test: &'a [PathBuf],
+        /// Sampling interval in event time.
+        every_ms: u64,
+    },
+    /// Reads the samples an earlier `--samples-out DIR` wrote (`train.csv`, `test.csv`,
+    /// `samples.json`), split as they were then: trying other booster settings takes minutes
+    /// instead of a replay.
+    Samples(&'a Path),
+}
+
+/// The metadata file beside exported samples.
+const SAMPLES_META: &str = "samples.json";
+
 /// `wearflow train`.
 pub fn train(
-    histories: &[PathBuf],
-    test_histories: &[PathBuf],
+    input: TrainingInput<'_>,
     horizon_h: f64,
-    every_ms: u64,
     boosting: Boosting,
     out: &Path,
     samples_out: Option<&Path>,
 ) -> anyhow::Result<serde_json::Value> {
-    if histories.is_empty() {
-        bail!("give at least one --history DIR");
-    }
-    let mut train_samples = Vec::new();
-    for dir in histories {
-        let replay = replay(dir, horizon_h, every_ms, ModelSlot::default())?;
-        eprintln!("{}: {} samples", dir.display(), replay.samples.len());
-        train_samples.extend(replay.samples);
-    }
-    let mut test_samples = Vec::new();
-    for dir in test_histories {
-        let replay = replay(dir, horizon_h, every_ms, ModelSlot::default())?;
-        eprintln!("{} (test): {} samples", dir.display(), replay.samples.len());
-        test_samples.extend(replay.samples);
-    }
-    let split = if test_histories.is_empty() {
-        // Hold out by device and by time within the training history.
-        let (lo, hi) = train_samples.iter().fold((Time::MAX, 0), |(lo, hi), s| {
-            (lo.min(s.at_ms), hi.max(s.at_ms))
-        });
-        let cutoff = lo + (hi.saturating_sub(lo)) * 7 / 10;
-        let mut train = Vec::new();
-        let mut test = Vec::new();
-        for s in train_samples {
-            match held_out(&s, cutoff) {
-                Some(true) => test.push(s),
-                Some(false) => train.push(s),
-                None => {}
-            }
+    let (train_samples, test_samples, split) = match input {
+        TrainingInput::Histories {
+            train,
+            test,
+            every_ms,
+        } => {
+            let (train, test, split) = replay_split(train, test, horizon_h, every_ms)?;
+            (train, test, split.to_string())
         }
-        train_samples = train;
-        test_samples = test;
-        "internal: one device in five held out, after 70 % of the time span"
-    } else {
-        "by history: trained on --history, scored on --test-history"
+        TrainingInput::Samples(dir) => {
+            let meta_path = dir.join(SAMPLES_META);
+            let meta: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(&meta_path)
+                    .with_context(|| format!("cannot read {}", meta_path.display()))?,
+            )
+            .with_context(|| format!("{} is not JSON", meta_path.display()))?;
+            let labelled_for = meta["horizon_h"]
+                .as_f64()
+                .with_context(|| format!("{} names no horizon_h", meta_path.display()))?;
+            if labelled_for != horizon_h {
+                bail!(
+                    "the samples in {} are labelled for a {labelled_for} h horizon, not \
+                     {horizon_h} h: give --horizon {labelled_for}h",
+                    dir.display()
+                );
+            }
+            let split = meta["split"].as_str().unwrap_or("unknown");
+            (
+                read_samples(&dir.join("train.csv"))?,
+                read_samples(&dir.join("test.csv"))?,
+                format!("samples from {} ({split})", dir.display()),
+            )
+        }
     };
     let positives = train_samples.iter().filter(|s| s.fails).count();
     if positives == 0 {
@@ -523,6 +540,9 @@ pub fn train(
     if let Some(dir) = samples_out {
         write_samples(&dir.join("train.csv"), &model, &train_refs, &train_rows)?;
         write_samples(&dir.join("test.csv"), &model, &test_refs, &test_rows)?;
+        let meta = json!({ "horizon_h": horizon_h, "split": split });
+        std::fs::write(dir.join(SAMPLES_META), serde_json::to_vec_pretty(&meta)?)
+            .with_context(|| format!("cannot write {}", dir.join(SAMPLES_META).display()))?;
     }
     let report = json!({
         "model_version": model.version,
@@ -546,6 +566,112 @@ pub fn train(
         .with_context(|| format!("cannot write {}", report_path.display()))?;
     eprintln!("wrote {} and {}", path.display(), report_path.display());
     Ok(report)
+}
+
+/// Replays the histories into training and test samples (see [`TrainingInput::Histories`]).
+fn replay_split(
+    histories: &[PathBuf],
+    test_histories: &[PathBuf],
+    horizon_h: f64,
+    every_ms: u64,
+) -> anyhow::Result<(Vec<Sample>, Vec<Sample>, &'static str)> {
+    if histories.is_empty() {
+        bail!("give at least one --history DIR");
+    }
+    let mut train_samples = Vec::new();
+    for dir in histories {
+        let replay = replay(dir, horizon_h, every_ms, ModelSlot::default())?;
+        eprintln!("{}: {} samples", dir.display(), replay.samples.len());
+        train_samples.extend(replay.samples);
+    }
+    let mut test_samples = Vec::new();
+    for dir in test_histories {
+        let replay = replay(dir, horizon_h, every_ms, ModelSlot::default())?;
+        eprintln!("{} (test): {} samples", dir.display(), replay.samples.len());
+        test_samples.extend(replay.samples);
+    }
+    let split = if test_histories.is_empty() {
+        // Hold out by device and by time within the training history.
+        let (lo, hi) = train_samples.iter().fold((Time::MAX, 0), |(lo, hi), s| {
+            (lo.min(s.at_ms), hi.max(s.at_ms))
+        });
+        let cutoff = lo + (hi.saturating_sub(lo)) * 7 / 10;
+        let mut train = Vec::new();
+        let mut test = Vec::new();
+        for s in train_samples {
+            match held_out(&s, cutoff) {
+                Some(true) => test.push(s),
+                Some(false) => train.push(s),
+                None => {}
+            }
+        }
+        train_samples = train;
+        test_samples = test;
+        "internal: one device in five held out, after 70 % of the time span"
+    } else {
+        "by history: trained on --history, scored on --test-history"
+    };
+    Ok((train_samples, test_samples, split))
+}
+
+/// Reads samples that [`write_samples`] wrote. Values round-trip exactly (the CSV holds each
+/// feature's stored micro-units), so training on them gives the model a replay would.
+pub fn read_samples(path: &Path) -> anyhow::Result<Vec<Sample>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .with_context(|| format!("{} is empty", path.display()))?
+        .split(',')
+        .collect();
+    if header.get(..5) != Some(&["device_id", "at_ms", "fails", "rul_hours", "p_fail"][..]) {
+        bail!(
+            "{} is not a samples file of `wearflow train --samples-out`",
+            path.display()
+        );
+    }
+    let names = &header[5..];
+    let mut samples = Vec::new();
+    for (n, line) in lines.enumerate() {
+        let at = || format!("{} line {}", path.display(), n + 2);
+        let fields: Vec<&str> = line.split(',').collect();
+        if fields.len() != header.len() {
+            bail!(
+                "{}: {} fields, the header has {}",
+                at(),
+                fields.len(),
+                header.len()
+            );
+        }
+        let number = |text: &str| -> anyhow::Result<f64> {
+            text.parse::<f64>()
+                .with_context(|| format!("{}: {text:?} is not a number", at()))
+        };
+        let mut values = Vec::new();
+        for (name, text) in names.iter().zip(&fields[5..]) {
+            if !text.is_empty() {
+                values.push((name.to_string(), number(text)?));
+            }
+        }
+        let at_ms: Time = fields[1]
+            .parse()
+            .with_context(|| format!("{}: at_ms {:?}", at(), fields[1]))?;
+        samples.push(Sample {
+            features: DeviceFeatures::from_values(fields[0], at_ms, values),
+            at_ms,
+            fails: match fields[2] {
+                "1" => true,
+                "0" => false,
+                other => bail!("{}: fails is {other:?}, not 0 or 1", at()),
+            },
+            rul_hours: match fields[3] {
+                "" => None,
+                text => Some(number(text)?),
+            },
+        });
+    }
+    Ok(samples)
 }
 
 /// Writes labelled samples as CSV: device, moment, label, hours to failure, the model's

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use wearflow::config::{Config, SourceConfig};
 use wearflow::metrics::Metrics;
-use wearflow::predict;
+use wearflow::predict::{self, TrainingInput};
 use wearflow::runtime;
 use wearflow_dataflows::model::{Boosting, Model, ModelSlot};
 use wearflow_operators::Value;
@@ -42,15 +42,18 @@ fn train_then_predict_then_reload_live() {
     let model_dir = root.path().join("model");
 
     // Train on one seed, score on another.
+    let boosting = Boosting {
+        iterations: 50,
+        ..Boosting::default()
+    };
     let report = predict::train(
-        std::slice::from_ref(&train_dir),
-        std::slice::from_ref(&test_dir),
-        24.0,
-        3_600_000,
-        Boosting {
-            iterations: 50,
-            ..Boosting::default()
+        TrainingInput::Histories {
+            train: std::slice::from_ref(&train_dir),
+            test: std::slice::from_ref(&test_dir),
+            every_ms: 3_600_000,
         },
+        24.0,
+        boosting,
         &model_dir,
         Some(&root.path().join("samples")),
     )
@@ -83,6 +86,39 @@ fn train_then_predict_then_reload_live() {
     assert!(auc > 0.7, "ROC AUC {auc}: {report}");
     assert!(report["physics_baseline"]["samples"].as_u64() == scored["samples"].as_u64());
     assert!(model_dir.join("report.json").exists());
+
+    // Retraining on the exported samples (no replay) sees the same samples and labels, so it
+    // scores the same test set and ranks it as well as the replayed training did.
+    let samples_dir = root.path().join("samples");
+    let again = predict::train(
+        TrainingInput::Samples(&samples_dir),
+        24.0,
+        boosting,
+        &root.path().join("model-again"),
+        None,
+    )
+    .expect("train from samples");
+    for field in ["samples", "positives"] {
+        assert_eq!(again["model"][field], scored[field], "{field}: {again}");
+    }
+    assert_eq!(again["train_samples"], report["train_samples"]);
+    assert_eq!(again["train_positives"], report["train_positives"]);
+    assert_eq!(again["features"], report["features"]);
+    let auc_again = again["model"]["roc_auc"].as_f64().expect("auc");
+    assert!((auc_again - auc).abs() < 0.02, "{auc_again} vs {auc}");
+    // Samples labelled for 24 h cannot train a 12 h model.
+    let refused = predict::train(
+        TrainingInput::Samples(&samples_dir),
+        12.0,
+        boosting,
+        &root.path().join("model-12h"),
+        None,
+    );
+    let err = match refused {
+        Ok(report) => panic!("a horizon other than the samples' is refused: {report}"),
+        Err(err) => err.to_string(),
+    };
+    assert!(err.contains("--horizon 24h"), "{err}");
 
     // Batch scoring: one row per reporting device, each naming the model.
     let out = root.path().join("predictions.jsonl");
