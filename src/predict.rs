@@ -465,30 +465,7 @@ pub fn train(
             let (train, test, split) = replay_split(train, test, horizon_h, every_ms)?;
             (train, test, split.to_string())
         }
-        TrainingInput::Samples(dir) => {
-            let meta_path = dir.join(SAMPLES_META);
-            let meta: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(&meta_path)
-                    .with_context(|| format!("cannot read {}", meta_path.display()))?,
-            )
-            .with_context(|| format!("{} is not JSON", meta_path.display()))?;
-            let labelled_for = meta["horizon_h"]
-                .as_f64()
-                .with_context(|| format!("{} names no horizon_h", meta_path.display()))?;
-            if labelled_for != horizon_h {
-                bail!(
-                    "the samples in {} are labelled for a {labelled_for} h horizon, not \
-                     {horizon_h} h: give --horizon {labelled_for}h",
-                    dir.display()
-                );
-            }
-            let split = meta["split"].as_str().unwrap_or("unknown");
-            (
-                read_samples(&dir.join("train.csv"))?,
-                read_samples(&dir.join("test.csv"))?,
-                format!("samples from {} ({split})", dir.display()),
-            )
-        }
+        TrainingInput::Samples(dir) => read_sample_dir(dir, horizon_h)?,
     };
     let positives = train_samples.iter().filter(|s| s.fails).count();
     if positives == 0 {
@@ -541,8 +518,9 @@ pub fn train(
         write_samples(&dir.join("train.csv"), &model, &train_refs, &train_rows)?;
         write_samples(&dir.join("test.csv"), &model, &test_refs, &test_rows)?;
         let meta = json!({ "horizon_h": horizon_h, "split": split });
-        std::fs::write(dir.join(SAMPLES_META), serde_json::to_vec_pretty(&meta)?)
-            .with_context(|| format!("cannot write {}", dir.join(SAMPLES_META).display()))?;
+        let meta_path = dir.join(SAMPLES_META);
+        std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta)?)
+            .with_context(|| format!("cannot write {}", meta_path.display()))?;
     }
     let report = json!({
         "model_version": model.version,
@@ -614,6 +592,39 @@ fn replay_split(
     Ok((train_samples, test_samples, split))
 }
 
+/// Reads a `--samples-out` directory: training and test samples and the split they came
+/// from, refused when they were labelled for another horizon.
+fn read_sample_dir(
+    dir: &Path,
+    horizon_h: f64,
+) -> anyhow::Result<(Vec<Sample>, Vec<Sample>, String)> {
+    let meta_path = dir.join(SAMPLES_META);
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&meta_path)
+            .with_context(|| format!("cannot read {}", meta_path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", meta_path.display()))?;
+    let labelled_for = meta["horizon_h"]
+        .as_f64()
+        .with_context(|| format!("{} names no horizon_h", meta_path.display()))?;
+    if labelled_for != horizon_h {
+        bail!(
+            "the samples in {} are labelled for a {labelled_for} h horizon, not \
+             {horizon_h} h: give --horizon {labelled_for}h",
+            dir.display()
+        );
+    }
+    let split = meta["split"].as_str().unwrap_or("unknown");
+    Ok((
+        read_samples(&dir.join("train.csv"))?,
+        read_samples(&dir.join("test.csv"))?,
+        format!("samples from {} ({split})", dir.display()),
+    ))
+}
+
+/// The leading columns of a samples file; every feature follows.
+const SAMPLE_COLUMNS: [&str; 5] = ["device_id", "at_ms", "fails", "rul_hours", "p_fail"];
+
 /// Reads samples that [`write_samples`] wrote. Values round-trip exactly (the CSV holds each
 /// feature's stored micro-units), so training on them gives the model a replay would.
 pub fn read_samples(path: &Path) -> anyhow::Result<Vec<Sample>> {
@@ -625,13 +636,13 @@ pub fn read_samples(path: &Path) -> anyhow::Result<Vec<Sample>> {
         .with_context(|| format!("{} is empty", path.display()))?
         .split(',')
         .collect();
-    if header.get(..5) != Some(&["device_id", "at_ms", "fails", "rul_hours", "p_fail"][..]) {
+    if header.get(..SAMPLE_COLUMNS.len()) != Some(&SAMPLE_COLUMNS[..]) {
         bail!(
             "{} is not a samples file of `wearflow train --samples-out`",
             path.display()
         );
     }
-    let names = &header[5..];
+    let names = &header[SAMPLE_COLUMNS.len()..];
     let mut samples = Vec::new();
     for (n, line) in lines.enumerate() {
         let at = || format!("{} line {}", path.display(), n + 2);
@@ -649,7 +660,7 @@ pub fn read_samples(path: &Path) -> anyhow::Result<Vec<Sample>> {
                 .with_context(|| format!("{}: {text:?} is not a number", at()))
         };
         let mut values = Vec::new();
-        for (name, text) in names.iter().zip(&fields[5..]) {
+        for (name, text) in names.iter().zip(&fields[SAMPLE_COLUMNS.len()..]) {
             if !text.is_empty() {
                 values.push((name.to_string(), number(text)?));
             }
@@ -691,7 +702,7 @@ fn write_samples(
     let file =
         std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
     let mut out = std::io::BufWriter::new(file);
-    write!(out, "device_id,at_ms,fails,rul_hours,p_fail")?;
+    write!(out, "{}", SAMPLE_COLUMNS.join(","))?;
     for name in &model.features {
         write!(out, ",{name}")?;
     }

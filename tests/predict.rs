@@ -90,14 +90,16 @@ fn train_then_predict_then_reload_live() {
     // Retraining on the exported samples (no replay) sees the same samples and labels, so it
     // scores the same test set and ranks it as well as the replayed training did.
     let samples_dir = root.path().join("samples");
-    let again = predict::train(
-        TrainingInput::Samples(&samples_dir),
-        24.0,
-        boosting,
-        &root.path().join("model-again"),
-        None,
-    )
-    .expect("train from samples");
+    let retrain = |horizon_h: f64, dir: &str| {
+        predict::train(
+            TrainingInput::Samples(&samples_dir),
+            horizon_h,
+            boosting,
+            &root.path().join(dir),
+            None,
+        )
+    };
+    let again = retrain(24.0, "model-again").expect("train from samples");
     for field in ["samples", "positives"] {
         assert_eq!(again["model"][field], scored[field], "{field}: {again}");
     }
@@ -107,14 +109,7 @@ fn train_then_predict_then_reload_live() {
     let auc_again = again["model"]["roc_auc"].as_f64().expect("auc");
     assert!((auc_again - auc).abs() < 0.02, "{auc_again} vs {auc}");
     // Samples labelled for 24 h cannot train a 12 h model.
-    let refused = predict::train(
-        TrainingInput::Samples(&samples_dir),
-        12.0,
-        boosting,
-        &root.path().join("model-12h"),
-        None,
-    );
-    let err = match refused {
+    let err = match retrain(12.0, "model-12h") {
         Ok(report) => panic!("a horizon other than the samples' is refused: {report}"),
         Err(err) => err.to_string(),
     };
