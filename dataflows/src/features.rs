@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use wearflow_operators::time::{MS_PER_HOUR, ceil_to, from_micro, to_micro};
 use wearflow_operators::trend::slope_per_hour;
 use wearflow_operators::{
-    Collection, Column, ColumnType, FoldByKey, LatestByKey, Moments, Row, Value, ViewKind,
-    ViewSchema,
+    Collection, Column, ColumnType, Drift, FoldByKey, LatestByKey, Moments, Row, Value, ViewKind,
+    ViewSchema, fit_drift,
 };
 use wearflow_sources::{Asset, Micro};
 
@@ -35,7 +35,16 @@ use crate::{Context, ViewDef};
 /// window has moved past it. `trend_3h`, `trend_6h` and `trend_12h` are least-squares slopes
 /// per operating hour over the last 3, 6 and 12 operating hours since the installation (see
 /// [`Trend`]): how fast a drift grows, which with `change` says how far it has to go.
-pub const STATS: [&str; 13] = [
+/// `drift_*` fit a hinge (flat, then a straight line from an onset) to the last
+/// [`DRIFT_WINDOW_H`] operating hours since the installation (see [`fit_drift`]):
+/// `drift_age_h` is the operating hours since the onset that fits best, `drift_rate` the
+/// line's slope per operating hour and `drift_level` its value now less the baseline, both
+/// as fractions of the baseline, and `drift_fit` the share of the variance the hinge
+/// explains. `recent_1h` is the mean of the last operating hour against the baseline
+/// (a fraction). A fault that started recently and one that has run for a day can read the
+/// same `change`; their age and rate tell them apart. The fractions need a positive
+/// baseline; otherwise they are absent.
+pub const STATS: [&str; 18] = [
     "baseline",
     "change",
     "count",
@@ -49,10 +58,22 @@ pub const STATS: [&str; 13] = [
     "trend_3h",
     "trend_6h",
     "trend_12h",
+    "drift_age_h",
+    "drift_rate",
+    "drift_level",
+    "drift_fit",
+    "recent_1h",
 ];
 
 /// The operating-hour windows of the `trend_*` statistics, in [`STATS`] order (ascending).
 const TREND_WINDOWS_H: [u64; 3] = [3, 6, 12];
+
+/// The operating hours the `drift_*` statistics look back over (the operating-time buckets
+/// are kept this long).
+pub const DRIFT_WINDOW_H: u64 = 48;
+
+/// Readings since the installation before the `drift_*` statistics are computed.
+const DRIFT_MIN_READINGS: i64 = 12;
 
 /// A gap between two readings counts as operating time up to this long: a device that does
 /// not report is not operating (a machine off shift does not age its parts).
@@ -261,7 +282,7 @@ impl Trend {
         if self.buckets.back().is_none_or(|(s, _)| *s != start) {
             self.buckets.push_back((start, Vec::new()));
         }
-        let longest = TREND_WINDOWS_H[TREND_WINDOWS_H.len() - 1] * MS_PER_HOUR;
+        let longest = DRIFT_WINDOW_H.max(TREND_WINDOWS_H[TREND_WINDOWS_H.len() - 1]) * MS_PER_HOUR;
         while self
             .buckets
             .front()
@@ -296,6 +317,40 @@ impl Trend {
             out[k] = slope_per_hour(&sum).map(|v| v.round() as i64);
         }
         out
+    }
+}
+
+impl Trend {
+    /// Metric `i`'s drift against `baseline` (µ-units) over the kept buckets, and the mean of
+    /// its last operating hour against the baseline; both need a positive baseline.
+    fn drift(&self, i: usize, baseline: Option<i64>) -> (Option<Drift>, Option<f64>) {
+        let Some(base) = baseline.filter(|b| *b > 0) else {
+            return (None, None);
+        };
+        fn metric(bucket: &(u64, Vec<Moments>), i: usize) -> Option<(i64, &Moments)> {
+            Some((bucket.0 as i64, bucket.1.get(i)?))
+        }
+        let drift = fit_drift(
+            self.buckets.iter().filter_map(|b| metric(b, i)),
+            self.op_ms as i64,
+            base,
+            DRIFT_MIN_READINGS,
+        );
+        let from = self.op_ms.saturating_sub(MS_PER_HOUR);
+        let mut recent = Moments::default();
+        for (_, m) in self
+            .buckets
+            .iter()
+            .rev()
+            .take_while(|(s, _)| *s >= from)
+            .filter_map(|b| metric(b, i))
+        {
+            recent.plus_equals(m);
+        }
+        let recent = recent
+            .mean_y()
+            .map(|mean| (mean - base as f64) / base as f64);
+        (drift, recent)
     }
 }
 
@@ -541,8 +596,11 @@ fn present(state: &DeviceState) -> Option<DeviceFeatures> {
             let mean = m.mean_y().map(|v| v.round() as i64);
             let baseline = (n > 0).then(|| (sum as f64 / n as f64).round() as i64);
             let trend = state.trend.slopes(i);
+            let (drift, recent) = state.trend.drift(i, baseline);
+            let micro = |v: Option<f64>| v.filter(|v| v.is_finite()).map(to_micro);
             // STATS order: baseline, change, count, largest_step, last, max, mean, min,
-            // slope_per_h, stddev, trend_3h, trend_6h, trend_12h.
+            // slope_per_h, stddev, trend_3h, trend_6h, trend_12h, drift_age_h, drift_rate,
+            // drift_level, drift_fit, recent_1h.
             let stats = [
                 baseline,
                 mean.zip(baseline).map(|(m, b)| m - b),
@@ -557,6 +615,11 @@ fn present(state: &DeviceState) -> Option<DeviceFeatures> {
                 trend[0],
                 trend[1],
                 trend[2],
+                micro(drift.map(|d| d.age_h)),
+                micro(drift.map(|d| d.rate)),
+                micro(drift.map(|d| d.level)),
+                micro(drift.map(|d| d.fit)),
+                micro(recent),
             ];
             (name.clone(), stats)
         })
@@ -736,6 +799,41 @@ mod tests {
         assert_eq!(f.get("strain_ue.trend_3h"), Some(0.0));
         assert_eq!(f.get("strain_ue.trend_12h"), Some(0.0));
         assert_eq!(f.get("hour_of_day"), Some(18.0));
+    }
+
+    #[test]
+    fn a_drift_is_dated_and_measured_on_operating_time() {
+        let mut state = DeviceState::default();
+        let hour = MS_PER_HOUR;
+        let five = 5 * 60_000;
+        fold(&mut state, &Observation::Installed(0), hour);
+        // Strain reads 1,000 µε for 10 operating hours, then rises 1 % of that per
+        // operating hour. After 4 h of the rise the machine stands for 8 h (15 operating
+        // minutes), then works 3 h more: the drift is 7¼ operating hours old and 7.25 % high.
+        let strain = |op_min: u64| 1_000.0 + 10.0 * (op_min as f64 / 60.0 - 10.0).max(0.0);
+        let mut readings: Vec<(u64, f64)> =
+            (0..=14 * 12).map(|k| (k * five, strain(k * 5))).collect();
+        let restart = 14 * hour + 8 * hour;
+        readings.extend((0..=3 * 12).map(|k| (restart + k * five, strain(14 * 60 + 15 + k * 5))));
+        feed(&mut state, &readings, hour);
+        let f = present(&state).expect("features");
+        let near = |name: &str, want: f64, tolerance: f64| {
+            let got = f.get(name).unwrap_or(f64::NAN);
+            assert!(
+                (got - want).abs() <= tolerance,
+                "{name}: {got} against {want}"
+            );
+        };
+        near("strain_ue.drift_age_h", 7.25, 1e-6);
+        near("strain_ue.drift_rate", 0.01, 1e-5);
+        near("strain_ue.drift_level", 0.0725, 1e-4);
+        near("strain_ue.drift_fit", 1.0, 1e-3);
+        // The buckets that start in the last operating hour (16:15 to 17:15 operating
+        // time, 13 readings) average 6.75 %.
+        near("strain_ue.recent_1h", 0.0675, 1e-4);
+        // A constant metric has no drift.
+        assert_eq!(f.get("load_kn.drift_age_h"), None);
+        assert_eq!(f.get("load_kn.recent_1h"), Some(0.0));
     }
 
     #[test]

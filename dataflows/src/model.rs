@@ -127,13 +127,14 @@ pub struct Boosting {
 }
 
 impl Default for Boosting {
-    /// Chosen on the teeth simulator (train on seed 1, score on seed 2; see bench/README.md):
-    /// many shallow trees generalise across seeds better than fewer deep ones.
+    /// Chosen on the teeth simulator with the `drift_*` features (train on seed 1, score on
+    /// seeds 2 and 3; see bench/README.md): 600 trees of depth 6 at rate 0.05 beat depth 4
+    /// and fewer trees; the final figure is scored on a seed not used to choose them.
     fn default() -> Self {
         Boosting {
-            iterations: 300,
-            learning_rate: 0.1,
-            max_depth: 4,
+            iterations: 600,
+            learning_rate: 0.05,
+            max_depth: 6,
         }
     }
 }

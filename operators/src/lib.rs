@@ -12,10 +12,12 @@
 //!  (key, event_ts)           ──► Sessions                 current activity session per key
 //!  latest(key) ⋈ sessions(group) ─► Silence               keys quiet while their group works
 //!  (key, signed delta)       ──► Ledger                   running balance per key
+//!  buckets of Moments        ──► fit_drift                onset, rate and level of a drift
 //! ```
 //!
 //! Operators are extension traits on differential collections, one per file, named by verb.
 
+pub mod drift;
 pub mod error;
 pub mod fold_by_key;
 pub mod latest_by_key;
@@ -32,6 +34,7 @@ pub mod window_stats;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use drift::{Drift, fit_drift};
 pub use error::{Error, ErrorRecord};
 pub use fold_by_key::FoldByKey;
 pub use latest_by_key::LatestByKey;
