@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use differential_dataflow::difference::{Abelian, Semigroup};
 use serde::{Deserialize, Serialize};
-use wearflow_operators::time::{MS_PER_HOUR, ceil_to, from_micro, to_micro};
+use wearflow_operators::time::{MS_PER_HOUR, ceil_to, from_micro, to_micro, write_micro};
 use wearflow_operators::trend::slope_per_hour;
 use wearflow_operators::{
     Collection, Column, ColumnType, Drift, FoldByKey, LatestByKey, Moments, Row, Value, ViewKind,
@@ -146,29 +146,45 @@ impl DeviceFeatures {
         out
     }
 
-    /// Every present feature as one JSON object `{"name": value, …}`.
+    /// Every present feature as one JSON object `{"name": value, …}`, values as
+    /// `from_micro(v)` displays them. Rendered once per change of a device's features (the
+    /// view's hot path): names are escaped once per metric and values written as decimals
+    /// of their µ-units ([`write_micro`]), with no float formatting and no per-value strings.
     pub fn to_json(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::with_capacity(64 + 48 * 7 * self.metrics.len());
+        let mut out = String::with_capacity(64 + 40 * STATS.len() * self.metrics.len());
         out.push('{');
         let mut first = true;
-        let mut put = |out: &mut String, name: &str, micro: i64| {
+        let mut separate = |out: &mut String| {
             if !std::mem::take(&mut first) {
                 out.push(',');
             }
-            // Metric names come from input: escape them as JSON strings.
-            out.push_str(&serde_json::Value::from(name).to_string());
-            let _ = write!(out, ":{}", from_micro(micro));
         };
         for (name, v) in DOMAIN.iter().zip(&self.domain) {
             if let Some(v) = v {
-                put(&mut out, name, *v);
+                // Domain names are plain ASCII identifiers: nothing to escape.
+                separate(&mut out);
+                out.push('"');
+                out.push_str(name);
+                out.push_str("\":");
+                write_micro(&mut out, *v);
             }
         }
         for (metric, stats) in &self.metrics {
+            if stats.iter().all(Option::is_none) {
+                continue;
+            }
+            // Metric names come from input: escape them as a JSON string, then drop the
+            // closing quote so that `.stat"` completes it (stat names need no escaping).
+            let mut prefix = serde_json::Value::from(metric.as_str()).to_string();
+            prefix.pop();
             for (stat, v) in STATS.iter().zip(stats) {
                 if let Some(v) = v {
-                    put(&mut out, &format!("{metric}.{stat}"), *v);
+                    separate(&mut out);
+                    out.push_str(&prefix);
+                    out.push('.');
+                    out.push_str(stat);
+                    out.push_str("\":");
+                    write_micro(&mut out, *v);
                 }
             }
         }
@@ -493,7 +509,10 @@ impl DeviceState {
 /// vector changes once per device and granule. The window is the
 /// `stats_window_ms` of event time before the device's newest reading, so a silent device
 /// keeps the features of its last hour of readings.
-pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, DeviceFeatures> {
+///
+/// Each vector comes with its JSON rendering ([`DeviceFeatures::to_json`]), made once when the
+/// vector changes: the view's insertion and its later retraction share it.
+pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, (DeviceFeatures, String)> {
     let window_ms = ctx.config.stats_window_ms;
     let readings = ctx
         .inputs
@@ -543,11 +562,16 @@ pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, DeviceFeatures> {
             move |state: &mut DeviceState, observation: &Observation| {
                 fold(state, observation, window_ms)
             },
-            present,
+            |state: &DeviceState| {
+                present(state).map(|features| {
+                    let json = features.to_json();
+                    (features, json)
+                })
+            },
         )
-        .map(|(device, mut features)| {
+        .map(|(device, (mut features, json))| {
             features.device_id = device;
-            features
+            (features, json)
         })
 }
 
@@ -672,12 +696,17 @@ fn schema() -> ViewSchema {
 
 /// The view row of a device's features.
 pub fn row(f: &DeviceFeatures) -> Row {
+    rendered_row(f, f.to_json())
+}
+
+/// The view row of a device's features, with their JSON already rendered.
+fn rendered_row(f: &DeviceFeatures, json: String) -> Row {
     let mut row = vec![
         Value::str(f.device_id.as_str()),
         Value::Int(f.last_seen_ms as i64),
     ];
     row.extend(f.domain.iter().map(|v| Value::opt_float(v.map(from_micro))));
-    row.push(Value::Str(f.to_json()));
+    row.push(Value::Str(json));
     row
 }
 
@@ -685,7 +714,10 @@ pub fn row(f: &DeviceFeatures) -> Row {
 pub fn view() -> ViewDef {
     ViewDef {
         schema,
-        build: |ctx| ctx.features().map(|f| row(&f)),
+        build: |ctx| {
+            ctx.rendered_features()
+                .map(|(f, json)| rendered_row(&f, json))
+        },
     }
 }
 
@@ -707,6 +739,85 @@ mod tests {
             let (ts, metrics) = reading(ts, strain, 50.0);
             fold(state, &Observation::Reading(ts, metrics), window_ms);
         }
+    }
+
+    /// The JSON rendering as first written (escape every name, format every float): the
+    /// oracle for the fast [`DeviceFeatures::to_json`].
+    fn reference_json(f: &DeviceFeatures) -> String {
+        let mut parts = Vec::new();
+        for (name, v) in DOMAIN.iter().zip(&f.domain) {
+            if let Some(v) = v {
+                parts.push(format!(
+                    "{}:{}",
+                    serde_json::Value::from(*name),
+                    from_micro(*v)
+                ));
+            }
+        }
+        for (metric, stats) in &f.metrics {
+            for (stat, v) in STATS.iter().zip(stats) {
+                if let Some(v) = v {
+                    let name = serde_json::Value::from(format!("{metric}.{stat}"));
+                    parts.push(format!("{name}:{}", from_micro(*v)));
+                }
+            }
+        }
+        format!("{{{}}}", parts.join(","))
+    }
+
+    #[test]
+    fn json_matches_the_reference_rendering() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        fn value(next: &mut impl FnMut() -> u64) -> Option<i64> {
+            match next() % 5 {
+                0 => None,
+                1 => Some((next() % 2_000_000_000) as i64 - 1_000_000_000),
+                2 => Some(next() as i64),
+                3 => Some(((next() % 1000) as i64 - 500) * 1_000_000),
+                _ => Some((next() % 100) as i64),
+            }
+        }
+        let names = [
+            "load_kn",
+            "quote\"d",
+            "back\\slash",
+            "new\nline",
+            "ünïcode",
+            "tab\t",
+        ];
+        for _ in 0..500 {
+            let domain = std::array::from_fn(|_| value(&mut next));
+            let mut metrics: Vec<(String, MetricStats)> = Vec::new();
+            for n in names {
+                if next() % 3 != 0 {
+                    metrics.push((n.to_string(), std::array::from_fn(|_| value(&mut next))));
+                }
+            }
+            metrics.sort_by(|a, b| a.0.cmp(&b.0));
+            let f = DeviceFeatures {
+                device_id: "D".into(),
+                last_seen_ms: 1,
+                metrics,
+                domain,
+            };
+            assert_eq!(f.to_json(), reference_json(&f));
+            let parsed: serde_json::Value = serde_json::from_str(&f.to_json()).expect("valid JSON");
+            assert!(parsed.is_object());
+        }
+        let empty = DeviceFeatures {
+            device_id: "D".into(),
+            last_seen_ms: 1,
+            metrics: vec![("load_kn".into(), [None; STATS.len()])],
+            domain: [None; DOMAIN.len()],
+        };
+        assert_eq!(empty.to_json(), "{}");
+        assert_eq!(row(&empty).last(), Some(&Value::str("{}")));
     }
 
     #[test]
