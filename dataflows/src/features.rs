@@ -509,10 +509,7 @@ impl DeviceState {
 /// vector changes once per device and granule. The window is the
 /// `stats_window_ms` of event time before the device's newest reading, so a silent device
 /// keeps the features of its last hour of readings.
-///
-/// Each vector comes with its JSON rendering ([`DeviceFeatures::to_json`]), made once when the
-/// vector changes: the view's insertion and its later retraction share it.
-pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, (DeviceFeatures, String)> {
+pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, DeviceFeatures> {
     let window_ms = ctx.config.stats_window_ms;
     let readings = ctx
         .inputs
@@ -562,16 +559,11 @@ pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, (DeviceFeatures, St
             move |state: &mut DeviceState, observation: &Observation| {
                 fold(state, observation, window_ms)
             },
-            |state: &DeviceState| {
-                present(state).map(|features| {
-                    let json = features.to_json();
-                    (features, json)
-                })
-            },
+            present,
         )
-        .map(|(device, (mut features, json))| {
+        .map(|(device, mut features)| {
             features.device_id = device;
-            (features, json)
+            features
         })
 }
 
@@ -696,11 +688,7 @@ fn schema() -> ViewSchema {
 
 /// The view row of a device's features.
 pub fn row(f: &DeviceFeatures) -> Row {
-    rendered_row(f, f.to_json())
-}
-
-/// The view row of a device's features, with their JSON already rendered.
-fn rendered_row(f: &DeviceFeatures, json: String) -> Row {
+    let json = f.to_json();
     let mut row = vec![
         Value::str(f.device_id.as_str()),
         Value::Int(f.last_seen_ms as i64),
@@ -714,10 +702,7 @@ fn rendered_row(f: &DeviceFeatures, json: String) -> Row {
 pub fn view() -> ViewDef {
     ViewDef {
         schema,
-        build: |ctx| {
-            ctx.rendered_features()
-                .map(|(f, json)| rendered_row(&f, json))
-        },
+        build: |ctx| ctx.features().map(|f| row(&f)),
     }
 }
 

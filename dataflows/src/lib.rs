@@ -128,7 +128,6 @@ pub struct Context<'scope> {
     tooth_wear: OnceCell<Collection<'scope, tooth_wear::ToothWear>>,
     order_state: OnceCell<Collection<'scope, order_state::OrderState>>,
     balances: OnceCell<Collection<'scope, inventory_balances::Balance>>,
-    rendered_features: OnceCell<Collection<'scope, (features::DeviceFeatures, String)>>,
     features: OnceCell<Collection<'scope, features::DeviceFeatures>>,
     predictions: OnceCell<Collection<'scope, predictions::DevicePrediction>>,
     demand: OnceCell<Collection<'scope, predictions::Demand>>,
@@ -146,7 +145,6 @@ impl<'scope> Context<'scope> {
             tooth_wear: OnceCell::new(),
             order_state: OnceCell::new(),
             balances: OnceCell::new(),
-            rendered_features: OnceCell::new(),
             features: OnceCell::new(),
             predictions: OnceCell::new(),
             demand: OnceCell::new(),
@@ -188,17 +186,7 @@ impl<'scope> Context<'scope> {
 
     /// Per-device feature vectors (shared by `features`, the predictions and drift).
     pub fn features(&self) -> Collection<'scope, features::DeviceFeatures> {
-        self.features
-            .get_or_init(|| self.rendered_features().map(|(features, _)| features))
-            .clone()
-    }
-
-    /// Per-device feature vectors with their JSON, rendered once per change (the `features`
-    /// view's column).
-    pub fn rendered_features(&self) -> Collection<'scope, (features::DeviceFeatures, String)> {
-        self.rendered_features
-            .get_or_init(|| features::build(self))
-            .clone()
+        self.features.get_or_init(|| features::build(self)).clone()
     }
 
     /// Per-device predictions of the current model.
