@@ -147,9 +147,9 @@ impl DeviceFeatures {
     }
 
     /// Every present feature as one JSON object `{"name": value, …}`, values as
-    /// `from_micro(v)` displays them. Rendered once per change of a device's features (the
-    /// view's hot path): names are escaped once per metric and values written as decimals
-    /// of their µ-units ([`write_micro`]), with no float formatting and no per-value strings.
+    /// `from_micro(v)` displays them. On the view's hot path (every change of a device's
+    /// features): names are escaped once per metric and values written as decimals of their
+    /// µ-units ([`write_micro`]), with no float formatting and no per-value strings.
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(64 + 40 * STATS.len() * self.metrics.len());
         out.push('{');
@@ -170,9 +170,6 @@ impl DeviceFeatures {
             }
         }
         for (metric, stats) in &self.metrics {
-            if stats.iter().all(Option::is_none) {
-                continue;
-            }
             // Metric names come from input: escape them as a JSON string, then drop the
             // closing quote so that `.stat"` completes it (stat names need no escaping).
             let mut prefix = serde_json::Value::from(metric.as_str()).to_string();
@@ -688,13 +685,12 @@ fn schema() -> ViewSchema {
 
 /// The view row of a device's features.
 pub fn row(f: &DeviceFeatures) -> Row {
-    let json = f.to_json();
     let mut row = vec![
         Value::str(f.device_id.as_str()),
         Value::Int(f.last_seen_ms as i64),
     ];
     row.extend(f.domain.iter().map(|v| Value::opt_float(v.map(from_micro))));
-    row.push(Value::Str(json));
+    row.push(Value::Str(f.to_json()));
     row
 }
 
