@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use wearflow_dataflows::DataflowConfig;
+use wearflow_operators::Time;
+use wearflow_operators::time::ceil_to;
 use wearflow_sinks::archive::ArchiveConfig;
 use wearflow_sinks::kafka::KafkaSinkConfig;
 use wearflow_sources::KafkaSourceConfig;
@@ -238,6 +240,14 @@ pub struct ClockConfig {
     pub resolution_ms: u64,
     /// Records per ingest tick at most.
     pub tick_records: usize,
+    /// Batching of a tick's records, in ms (0 = off): each record read in one tick is
+    /// stamped at its stamp rounded up to a multiple of this, but no later than the tick's
+    /// newest stamp. A reader catching up (replay, backlog) then feeds few distinct times,
+    /// which differential processes far faster; a reader that keeps up reads small ticks and
+    /// is barely affected. Views at multiples of this and at the end of input are those of an
+    /// unbatched run. Must be a multiple of `resolution_ms` and divide
+    /// `dataflow.window_granularity_ms`.
+    pub batch_ms: u64,
 }
 
 impl Default for ClockConfig {
@@ -247,7 +257,39 @@ impl Default for ClockConfig {
             idle_timeout_ms: 5_000,
             resolution_ms: 100,
             tick_records: 50_000,
+            batch_ms: 60_000,
         }
+    }
+}
+
+impl ClockConfig {
+    /// `batch_ms` keeps views at its multiples equal to those of an unbatched run only if
+    /// stamps round to it exactly and granules are made of whole batches.
+    pub fn check(&self, window_granularity_ms: u64) -> Result<(), ConfigError> {
+        let batch = self.batch_ms;
+        let resolution = self.resolution_ms.max(1);
+        if batch > 0
+            && (!batch.is_multiple_of(resolution)
+                || window_granularity_ms == 0
+                || !window_granularity_ms.is_multiple_of(batch))
+        {
+            return Err(ConfigError::Invalid {
+                field: "clock.batch_ms".into(),
+                message: format!(
+                    "must be 0 or a multiple of clock.resolution_ms ({resolution}) that divides \
+                     dataflow.window_granularity_ms ({window_granularity_ms}); got {batch}"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The stamp of a record stamped `stamp` in a tick whose newest stamp is `tick_max`.
+    pub fn batched(&self, stamp: Time, tick_max: Time) -> Time {
+        if self.batch_ms <= 1 {
+            return stamp;
+        }
+        ceil_to(stamp, self.batch_ms).min(tick_max).max(stamp)
     }
 }
 
@@ -323,6 +365,14 @@ pub enum ConfigError {
     Parse {
         /// File.
         path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Settings that are each valid but do not fit together.
+    #[error("invalid config: {field} {message}")]
+    Invalid {
+        /// The setting at fault.
+        field: String,
         /// What is wrong.
         message: String,
     },
@@ -421,6 +471,7 @@ impl Config {
                 message: "needs both cert_file and key_file (WEARFLOW_TLS_CERT_FILE, WEARFLOW_TLS_KEY_FILE)".into(),
             });
         }
+        config.clock.check(config.dataflow.window_granularity_ms)?;
         if config.workers == 0 {
             return Err(ConfigError::Env {
                 name: "workers".into(),
@@ -434,6 +485,33 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_must_fit_the_resolution_and_the_granules() {
+        let clock = |batch_ms, resolution_ms| ClockConfig {
+            batch_ms,
+            resolution_ms,
+            ..ClockConfig::default()
+        };
+        assert!(clock(60_000, 100).check(60_000).is_ok());
+        assert!(clock(20_000, 100).check(60_000).is_ok());
+        assert!(clock(0, 100).check(60_000).is_ok());
+        let err = clock(45_000, 100)
+            .check(60_000)
+            .expect_err("45 s does not divide 60 s");
+        assert!(err.to_string().contains("clock.batch_ms"), "{err}");
+        assert!(
+            clock(60_050, 100).check(60_050).is_err(),
+            "not a multiple of 100 ms"
+        );
+        // Stamps round up to the batch, but never past the tick's newest stamp or below their own.
+        let c = clock(60_000, 100);
+        assert_eq!(c.batched(1_000, 200_000), 60_000);
+        assert_eq!(c.batched(1_000, 30_000), 30_000);
+        assert_eq!(c.batched(60_000, 200_000), 60_000);
+        assert_eq!(c.batched(60_100, 200_000), 120_000);
+        assert_eq!(clock(0, 100).batched(1_000, 200_000), 1_000);
+    }
 
     #[test]
     fn loads_file_and_env_overrides() {

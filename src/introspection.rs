@@ -3,16 +3,18 @@
 //!
 //! Each worker registers two loggers before it builds the dataflow. Their callbacks get
 //! events in batches and fold them into one shared [`DataflowLog`]: operator creation
-//! (address, name) and arrangement batches (created, merged, dropped: records and batches
-//! held per arrangement). Every other timely event is ignored. Operators are keyed by their
-//! address, which is the same on every worker, so sizes are summed over workers.
+//! (address, name), scheduling (start and stop, summed into time spent per operator) and
+//! arrangement batches (created, merged, dropped: records and batches held per
+//! arrangement). Every other timely event is ignored. Operators are keyed by their address,
+//! which is the same on every worker, so sizes and times are summed over workers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
 use serde_json::{Value as Json, json};
-use timely::logging::{TimelyEvent, TimelyEventBuilder};
+use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
 use timely::worker::Worker;
 
 /// Records and batches an arrangement holds.
@@ -38,6 +40,10 @@ struct State {
     /// By (worker, operator id): the two logs flush independently, so an arrangement's
     /// events may come before its operator's; they are joined when read.
     arrangements: HashMap<(usize, usize), ArrangementSize>,
+    /// By (worker, operator id): when the running call started, if one is running.
+    running: HashMap<(usize, usize), Duration>,
+    /// By (worker, operator id): time spent in the operator's calls, its children's included.
+    elapsed: HashMap<(usize, usize), Duration>,
     workers: usize,
 }
 
@@ -54,6 +60,40 @@ impl State {
         }
         out
     }
+
+    /// Time spent per operator address, summed over workers: (with children, own).
+    /// A scope's own time is its time less its direct children's.
+    fn times(&self) -> BTreeMap<Vec<usize>, (Duration, Duration)> {
+        let mut total: BTreeMap<Vec<usize>, Duration> = BTreeMap::new();
+        for (id, spent) in &self.elapsed {
+            if let Some(address) = self.addresses.get(id) {
+                *total.entry(address.clone()).or_default() += *spent;
+            }
+        }
+        let mut out: BTreeMap<Vec<usize>, (Duration, Duration)> =
+            total.iter().map(|(a, t)| (a.clone(), (*t, *t))).collect();
+        for (address, spent) in &total {
+            if let Some((_, parent)) = address.split_last()
+                && let Some(entry) = out.get_mut(parent)
+            {
+                entry.1 = entry.1.saturating_sub(*spent);
+            }
+        }
+        out
+    }
+}
+
+/// Time spent in one operator, summed over workers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperatorTime {
+    /// Its address in the dataflow (the same on every worker).
+    pub address: Vec<usize>,
+    /// Its name.
+    pub name: String,
+    /// Time in its own code: for a scope, less the time of the operators inside it.
+    pub own: Duration,
+    /// Time including the operators inside it.
+    pub total: Duration,
 }
 
 /// The operators and arrangements of the running dataflow, shared by the workers (writers)
@@ -84,22 +124,31 @@ impl DataflowLog {
         let log = std::sync::Arc::clone(self);
         registry.insert::<TimelyEventBuilder, _>("timely", move |_time, data| {
             let Some(events) = data else { return };
-            let operates: Vec<_> = events
-                .iter()
-                .filter_map(|(_, event)| match event {
-                    TimelyEvent::Operates(op) => Some(op),
-                    _ => None,
-                })
-                .collect();
-            if operates.is_empty() {
-                return;
-            }
             let mut state = log.lock();
-            for op in operates {
-                state.addresses.insert((index, op.id), op.addr.clone());
-                let entry = state.operators.entry(op.addr.clone()).or_default();
-                entry.name.clone_from(&op.name);
-                entry.workers += 1;
+            for (at, event) in events.iter() {
+                match event {
+                    TimelyEvent::Operates(op) => {
+                        state.addresses.insert((index, op.id), op.addr.clone());
+                        let entry = state.operators.entry(op.addr.clone()).or_default();
+                        entry.name.clone_from(&op.name);
+                        entry.workers += 1;
+                    }
+                    TimelyEvent::Schedule(schedule) => {
+                        let id = (index, schedule.id);
+                        match schedule.start_stop {
+                            StartStop::Start => {
+                                state.running.insert(id, *at);
+                            }
+                            StartStop::Stop => {
+                                if let Some(start) = state.running.remove(&id) {
+                                    *state.elapsed.entry(id).or_default() +=
+                                        at.saturating_sub(start);
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
             }
         });
         let log = std::sync::Arc::clone(self);
@@ -148,11 +197,33 @@ impl DataflowLog {
         out
     }
 
-    /// `{"workers", "operators": [{"address", "name", "workers", "arrangement"?}],
+    /// Time spent per operator, summed over workers, the most own time first.
+    pub fn operator_times(&self) -> Vec<OperatorTime> {
+        let state = self.lock();
+        let mut out: Vec<OperatorTime> = state
+            .times()
+            .into_iter()
+            .map(|(address, (total, own))| OperatorTime {
+                name: state
+                    .operators
+                    .get(&address)
+                    .map_or_else(String::new, |op| op.name.clone()),
+                address,
+                own,
+                total,
+            })
+            .collect();
+        out.sort_by(|a, b| b.own.cmp(&a.own).then_with(|| a.address.cmp(&b.address)));
+        out
+    }
+
+    /// `{"workers", "operators": [{"address", "name", "workers", "arrangement"?,
+    /// "seconds", "own_seconds"}],
     /// "arrangements": {"count", "records", "batches"}}`, operators in address order.
     pub fn to_json(&self) -> Json {
         let state = self.lock();
         let sizes = state.sizes();
+        let times = state.times();
         let mut count = 0;
         let mut records = 0;
         let mut batches = 0;
@@ -172,6 +243,10 @@ impl DataflowLog {
                     batches += size.batches;
                     entry["arrangement"] =
                         json!({"records": size.records, "batches": size.batches});
+                }
+                if let Some((total, own)) = times.get(address) {
+                    entry["seconds"] = json!(total.as_secs_f64());
+                    entry["own_seconds"] = json!(own.as_secs_f64());
                 }
                 entry
             })
@@ -231,5 +306,27 @@ mod tests {
             .collect();
         assert!(names.contains(&"numbers by value"), "{names:?}");
         assert_eq!(json["workers"], 1);
+        let times = log.operator_times();
+        let named = times
+            .iter()
+            .find(|t| t.name == "numbers by value")
+            .expect("the arrangement was scheduled");
+        assert!(named.total > Duration::ZERO, "{times:?}");
+        for t in &times {
+            assert!(t.own <= t.total, "{t:?}");
+            // A scope's time covers each operator inside it.
+            if let Some((_, parent)) = t.address.split_last()
+                && let Some(p) = times.iter().find(|p| p.address == parent)
+            {
+                assert!(p.total >= t.total, "{p:?} < {t:?}");
+            }
+        }
+        let sum_own: Duration = times.iter().map(|t| t.own).sum();
+        let roots: Duration = times
+            .iter()
+            .filter(|t| t.address.len() == 1)
+            .map(|t| t.total)
+            .sum();
+        assert_eq!(sum_own, roots, "own times add up to the dataflows' totals");
     }
 }

@@ -1479,6 +1479,13 @@ pub fn run_with_log(
             if feeds_models {
                 inputs.set_model(&mut fed_model, config.models.version());
             }
+            // The tick's newest stamp: the cap of batched stamps (see `ClockConfig::batched`).
+            let tick_newest = batch
+                .iter()
+                .filter_map(|record| record.event.as_ref().ok())
+                .map(|event| ceil_to(event.ts_ms(), clock.resolution_ms).max(frontier))
+                .max()
+                .unwrap_or(frontier);
             let mut tick_max_stamp = 0;
             for record in batch.drain(..) {
                 local.records += 1;
@@ -1499,6 +1506,7 @@ pub fn run_with_log(
                         } else {
                             (wanted.max(frontier), QualityMark::Ok)
                         };
+                        let stamp = clock.batched(stamp, tick_newest);
                         tick_max_stamp = tick_max_stamp.max(stamp);
                         *quality_counts.entry((stream, mark, stamp)).or_default() += 1;
                         if ts > 0 {

@@ -21,14 +21,22 @@ struct Run {
 }
 
 fn replay(dir: &Path, workers: usize, tick_records: usize) -> Run {
+    replay_with(
+        dir,
+        workers,
+        ClockConfig {
+            tick_records,
+            ..ClockConfig::default()
+        },
+    )
+}
+
+fn replay_with(dir: &Path, workers: usize, clock: ClockConfig) -> Run {
     let data = tempfile::tempdir().expect("data dir");
     let config = Config {
         workers,
         data_dir: data.path().to_path_buf(),
-        clock: ClockConfig {
-            tick_records,
-            ..ClockConfig::default()
-        },
+        clock,
         source: SourceConfig::Files {
             dir: dir.to_path_buf(),
             speed: 0.0,
@@ -117,6 +125,57 @@ fn golden_views_for_a_fixed_seed() {
             text, expected,
             "{file} differs from the golden file (WEARFLOW_BLESS=1 regenerates)"
         );
+    }
+}
+
+/// Batching a tick's records into few logical times (`clock.batch_ms`, on by default)
+/// changes no view at the end of input: every view, the as_of and the record counts equal
+/// those of an unbatched run with the same ticks. (Which records are late depends on where
+/// ticks end, batched or not: a tick's records are judged against the frontier it began
+/// with.)
+#[test]
+fn batched_stamps_give_the_views_of_an_unbatched_run() {
+    let input = tempfile::tempdir().expect("input dir");
+    simulate_files(input.path(), 5, 4, 30);
+    // Some readings out of order: each moved 400 lines later comes behind the frontier.
+    let telemetry = input.path().join("telemetry.jsonl");
+    let text = std::fs::read_to_string(&telemetry).expect("telemetry");
+    let mut lines: Vec<&str> = text.lines().collect();
+    for i in (0..lines.len().saturating_sub(400)).step_by(997) {
+        lines.swap(i, i + 400);
+    }
+    std::fs::write(&telemetry, lines.join("\n") + "\n").expect("write telemetry");
+    let run = |batch_ms: u64, tick_records: usize| {
+        replay_with(
+            input.path(),
+            2,
+            ClockConfig {
+                batch_ms,
+                tick_records,
+                ..ClockConfig::default()
+            },
+        )
+    };
+    for tick_records in [1_000, 50_000] {
+        let unbatched = run(0, tick_records);
+        let rendered = render(&unbatched.final_snapshot);
+        assert!(unbatched.final_snapshot.views["tooth_wear"].len() > 10);
+        assert!(unbatched.final_snapshot.views["features"].len() > 10);
+        assert!(unbatched.summary.late > 0, "the replay has late records");
+        for batch_ms in [60_000, 20_000] {
+            let batched = run(batch_ms, tick_records);
+            let case = format!("batch {batch_ms} ms, ticks of {tick_records}");
+            assert_eq!(
+                batched.final_snapshot.as_of, unbatched.final_snapshot.as_of,
+                "{case}"
+            );
+            assert_eq!(batched.summary.records, unbatched.summary.records, "{case}");
+            assert_eq!(batched.summary.late, unbatched.summary.late, "{case}");
+            let other = render(&batched.final_snapshot);
+            for (view, text) in &rendered {
+                assert_eq!(other.get(view), Some(text), "view {view}, {case}");
+            }
+        }
     }
 }
 

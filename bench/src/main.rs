@@ -68,6 +68,10 @@ enum Command {
         /// Predict with this failure model (`wearflow train --out`) instead of physics.
         #[arg(long)]
         model: Option<std::path::PathBuf>,
+        /// Record time spent per operator and report the N operators with the most own time
+        /// (`top_operators`); recording costs a few percent.
+        #[arg(long, default_value_t = 0)]
+        operators: usize,
     },
     /// Kafka: the broker's produce/consume ceilings, wearflow end to end at maximum rate, and
     /// freshness (produce → readable) at fixed rates.
@@ -276,6 +280,7 @@ fn main() -> anyhow::Result<()> {
             resolution_ms,
             rss_every_secs,
             model,
+            operators,
         } => {
             let result = ingest(
                 machines,
@@ -284,6 +289,7 @@ fn main() -> anyhow::Result<()> {
                 resolution_ms,
                 rss_every_secs,
                 model.as_deref(),
+                operators,
             )?;
             println!("{result}");
             Ok(())
@@ -329,6 +335,7 @@ fn ingest(
     resolution_ms: u64,
     rss_every_secs: u64,
     model: Option<&std::path::Path>,
+    top_operators: usize,
 ) -> anyhow::Result<serde_json::Value> {
     let data = std::env::temp_dir().join(format!("wearflow-bench-{}", std::process::id()));
     let models = match model {
@@ -371,7 +378,14 @@ fn ingest(
             }
         });
     }
-    let summary = runtime::run_to_end(&config, Arc::clone(&store))?;
+    let log = (top_operators > 0).then(|| Arc::new(wearflow::introspection::DataflowLog::new()));
+    let summary = runtime::run_with_log(
+        &config,
+        Arc::clone(&store),
+        Arc::new(wearflow::metrics::Metrics::new()),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        log.clone(),
+    )?;
     let seconds = started.elapsed().as_secs_f64();
     std::fs::remove_dir_all(&data).ok();
     let snapshot = store.snapshot();
@@ -380,7 +394,21 @@ fn ingest(
         "ingested {} events in {seconds:.2} s with {workers} workers; {rows} view rows at as_of {}",
         summary.records, snapshot.as_of
     );
-    let result = serde_json::json!({
+    let operators: Vec<serde_json::Value> = log
+        .map(|log| log.operator_times())
+        .unwrap_or_default()
+        .into_iter()
+        .take(top_operators)
+        .map(|op| {
+            serde_json::json!({
+                "name": op.name,
+                "address": op.address,
+                "own_seconds": op.own.as_secs_f64(),
+                "seconds": op.total.as_secs_f64(),
+            })
+        })
+        .collect();
+    let mut result = serde_json::json!({
         "benchmark": "ingest",
         "machines": machines,
         "simulated_hours": hours,
@@ -392,6 +420,9 @@ fn ingest(
         "view_rows": rows,
         "model_version": model_version,
     });
+    if !operators.is_empty() {
+        result["top_operators"] = operators.into();
+    }
     Ok(result)
 }
 
@@ -408,7 +439,7 @@ fn all(brokers: Option<&str>) -> anyhow::Result<()> {
     };
     eprintln!("== ingest");
     let Fleet { machines, hours } = DEFAULT_FLEET;
-    let ingest = ingest(machines, hours, 2, 100, 0, None)?;
+    let ingest = ingest(machines, hours, 2, 100, 0, None, 0)?;
     let ingest_rate = rate(&ingest, &["events_per_sec"]);
     table.push((
         "ingest, all views (events/s)".into(),
