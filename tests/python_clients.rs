@@ -155,6 +155,22 @@ async fn psycopg_and_duckdb_agree_with_wearflow() {
         .filter_map(|o| o["name"].as_str())
         .collect();
     assert!(names.contains(&"publish"), "{names:?}");
+    // Time spent per operator: the publisher ran, and no operator's own time exceeds its total.
+    let publish = graph["operators"]
+        .as_array()
+        .expect("operators")
+        .iter()
+        .find(|o| o["name"] == "publish")
+        .expect("publish");
+    assert!(
+        publish["seconds"].as_f64().unwrap_or(0.0) > 0.0,
+        "{publish}"
+    );
+    for op in graph["operators"].as_array().expect("operators") {
+        if let (Some(own), Some(total)) = (op["own_seconds"].as_f64(), op["seconds"].as_f64()) {
+            assert!(own <= total + 1e-9, "{op}");
+        }
+    }
     assert!(
         graph["arrangements"]["count"].as_i64().unwrap_or(0) > 5,
         "{graph}"

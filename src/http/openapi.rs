@@ -148,7 +148,7 @@ pub fn document(views: &[&str]) -> JsonValue {
                 }
             }},
             "/dataflows": { "get": {
-                "summary": "Operators, channels and arrangement sizes of the running dataflow",
+                "summary": "Operators, time spent in each and arrangement sizes of the running dataflow",
                 "operationId": "dataflows",
                 "responses": {
                     "200": ok_object("The dataflow graph", json!({ "type": "object" })),
