@@ -133,6 +133,9 @@ fn consume_all(brokers: &str, topics: &KafkaTopics) -> anyhow::Result<(u64, f64)
     Ok((count, started.elapsed().as_secs_f64()))
 }
 
+/// Engines configured so far in this process.
+static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub(crate) fn engine_config(
     brokers: &str,
     topics: &KafkaTopics,
@@ -141,7 +144,12 @@ pub(crate) fn engine_config(
 ) -> Config {
     Config {
         workers: 2,
-        data_dir: std::env::temp_dir().join(format!("wearflow-bench-kafka-{}", std::process::id())),
+        // A data directory per engine: a run must not restore the checkpoint of the one before.
+        data_dir: std::env::temp_dir().join(format!(
+            "wearflow-bench-kafka-{}-{}",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        )),
         clock: ClockConfig {
             idle_timeout_ms: idle_ms,
             ..ClockConfig::default()
@@ -217,6 +225,8 @@ fn fixed_rate(
     create(brokers, &topics, partitions)?;
     let config = engine_config(brokers, &topics, false, idle_ms);
     let resolution_ms = config.clock.resolution_ms;
+    let batch_ms = config.clock.batch_ms;
+    let data_dir = config.data_dir.clone();
     let engine = LiveEngine::start(config);
     let store = Arc::clone(&engine.store);
     // (visible-at stamp, send instant) of every event produced, in produce order.
@@ -257,8 +267,10 @@ fn fixed_rate(
         if started.elapsed().as_secs_f64() >= seconds {
             break;
         }
-        // Reference data has no time: it is visible at the next snapshot.
-        let stamp = ceil_to(m.ts, resolution_ms);
+        // Reference data has no time: it is visible at the next snapshot. With batched
+        // stamps a record is stamped at most at its time rounded up to the batch (less when
+        // its tick ends sooner): waiting for that bound never reports it visible too early.
+        let stamp = ceil_to(ceil_to(m.ts, resolution_ms), batch_ms);
         sent.lock()
             .unwrap_or_else(|e| e.into_inner())
             .push_back((stamp, Instant::now()));
@@ -288,6 +300,7 @@ fn fixed_rate(
         );
     }
     engine.stop()?;
+    std::fs::remove_dir_all(&data_dir).ok();
     watcher_done.store(true, Ordering::Release);
     watcher.join().ok();
     let mut latencies = latencies.lock().map(|l| l.clone()).unwrap_or_default();
