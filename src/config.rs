@@ -286,9 +286,7 @@ impl ClockConfig {
 
     /// The stamp of a record stamped `stamp` in a tick whose newest stamp is `tick_max`.
     pub fn batched(&self, stamp: Time, tick_max: Time) -> Time {
-        if self.batch_ms <= 1 {
-            return stamp;
-        }
+        // `ceil_to` leaves a stamp as it is for a batch of 0 (off).
         ceil_to(stamp, self.batch_ms).min(tick_max).max(stamp)
     }
 }

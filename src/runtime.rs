@@ -1479,11 +1479,14 @@ pub fn run_with_log(
             if feeds_models {
                 inputs.set_model(&mut fed_model, config.models.version());
             }
+            // A record's stamp before batching: its time rounded up, at least the frontier
+            // (a late record lands there).
+            let stamp_of = |ts: Time| ceil_to(ts, clock.resolution_ms).max(frontier);
             // The tick's newest stamp: the cap of batched stamps (see `ClockConfig::batched`).
             let tick_newest = batch
                 .iter()
                 .filter_map(|record| record.event.as_ref().ok())
-                .map(|event| ceil_to(event.ts_ms(), clock.resolution_ms).max(frontier))
+                .map(|event| stamp_of(event.ts_ms()))
                 .max()
                 .unwrap_or(frontier);
             let mut tick_max_stamp = 0;
@@ -1495,18 +1498,17 @@ pub fn run_with_log(
                     Ok(event) => {
                         let ts = event.ts_ms();
                         marks.observe(record.partition as usize, ts, tick_began);
-                        let wanted = ceil_to(ts, clock.resolution_ms);
-                        let (stamp, mark) = if wanted < frontier && ts > 0 {
+                        let mark = if ceil_to(ts, clock.resolution_ms) < frontier && ts > 0 {
                             local.late += 1;
                             metrics
                                 .late_records
                                 .with_label_values(&[stream.name()])
                                 .inc();
-                            (frontier, QualityMark::Late)
+                            QualityMark::Late
                         } else {
-                            (wanted.max(frontier), QualityMark::Ok)
+                            QualityMark::Ok
                         };
-                        let stamp = clock.batched(stamp, tick_newest);
+                        let stamp = clock.batched(stamp_of(ts), tick_newest);
                         tick_max_stamp = tick_max_stamp.max(stamp);
                         *quality_counts.entry((stream, mark, stamp)).or_default() += 1;
                         if ts > 0 {

@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use differential_dataflow::difference::{Abelian, Semigroup};
-use differential_dataflow::trace::implementations::{KeyBatcher, KeySpine};
 use serde::{Deserialize, Serialize};
 use wearflow_operators::time::{MS_PER_HOUR, ceil_to, from_micro, to_micro, write_micro};
 use wearflow_operators::trend::slope_per_hour;
@@ -543,25 +542,17 @@ pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, DeviceFeatures> {
         .concat(crate::tooth_wear::replacement_times(ctx).map(|(d, ts)| (d, (ts, ()))))
         .latest_by_key("features: installed")
         .map(|(device, (ts, ()))| (device, Observation::Installed(ts)));
+    let teeth = teeth.map(|t| (t.device_id.clone(), Observation::Tooth(Box::new(t))));
     let granularity_ms = ctx.config.window_granularity_ms;
-    // A tooth's state can change several times in one granule (a reading, then an impact
-    // leaving the window). The fold ignores retractions, so only the granule's net change
-    // may reach it: otherwise it would see every version at the granule's end and keep
-    // the greatest, not the newest, and the result would depend on how input was batched.
-    let teeth = teeth
-        .map(|t| (t.device_id.clone(), Observation::Tooth(Box::new(t))))
-        .delay(move |t| ceil_to(*t, granularity_ms))
-        .consolidate_named::<_, KeySpine<_, _, _>, _>(
-            "features: tooth per granule",
-            KeyBatcher::new,
-            |tooth, &()| tooth.clone(),
-        );
     readings
         .concat(teeth)
         .concat(abrasiveness)
         .concat(installed)
         // Everything a device observes in one granule of event time is folded at its end:
-        // one feature vector per device and granule, not one per reading.
+        // one feature vector per device and granule, not one per reading. A tooth's state
+        // can change several times in a granule (a reading, then an impact leaving the
+        // window); at the granule's time those versions cancel but the last, so the fold
+        // sees the newest, however the input was batched.
         .delay(move |t| ceil_to(*t, granularity_ms))
         .fold_by_key(
             "features",

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
+use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, ExchangeData, Hashable};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
@@ -17,8 +18,11 @@ use crate::{Collection, Diff, Time};
 /// Observations are held until the input frontier passes their time, then folded in time
 /// order (observations of one key at one time in value order, so the result does not depend
 /// on batching or the number of workers). State is one `S` per key: bounded by the number of
-/// keys, not by the number of observations. Retractions in the input are ignored: the input
-/// is a stream of facts, not a collection to maintain.
+/// keys, not by the number of observations. The input is a stream of facts, not a collection
+/// to maintain: at each time its updates are consolidated, an observation with a positive
+/// net count is folded that many times, and net retractions are ignored. So an input that
+/// changes several times within one time (a value replaced by another, as an upstream
+/// collection's update shows it) is observed only in its net change.
 ///
 /// ```
 /// use differential_dataflow::input::Input;
@@ -44,7 +48,7 @@ pub trait FoldByKey<'scope, K, V> {
         P: Fn(&S) -> Option<O> + 'static;
 }
 
-type Pending<K, V> = BTreeMap<Time, Vec<(K, V)>>;
+type Pending<K, V> = BTreeMap<Time, Vec<((K, V), Diff)>>;
 
 impl<'scope, K, V> FoldByKey<'scope, K, V> for Collection<'scope, (K, V)>
 where
@@ -80,9 +84,7 @@ where
                                 held = Some(least);
                             }
                             for (record, time, diff) in data.drain(..) {
-                                if diff > 0 {
-                                    pending.entry(time).or_default().push(record);
-                                }
+                                pending.entry(time).or_default().push((record, diff));
                             }
                         });
                         while let Some(entry) = pending.first_entry() {
@@ -93,14 +95,19 @@ where
                             let Some(held) = held.as_ref() else { break };
                             let capability = held.delayed(&time);
                             let mut observations = entry.remove();
-                            observations.sort();
+                            // Sorts by (key, value) and sums the counts of equal observations.
+                            consolidate(&mut observations);
+                            observations.retain(|(_, count)| *count > 0);
                             let mut session = output.session(&capability);
                             let mut index = 0;
                             while index < observations.len() {
-                                let key = observations[index].0.clone();
+                                let key = observations[index].0.0.clone();
                                 let (state, shown) = states.entry(key.clone()).or_default();
-                                while index < observations.len() && observations[index].0 == key {
-                                    fold(state, &observations[index].1);
+                                while index < observations.len() && observations[index].0.0 == key {
+                                    let ((_, value), count) = &observations[index];
+                                    for _ in 0..*count {
+                                        fold(state, value);
+                                    }
                                     index += 1;
                                 }
                                 let next = present(state);
