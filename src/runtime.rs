@@ -370,12 +370,13 @@ impl Driver {
         }
     }
 
-    /// Calls `hold` with every partition known to have records waiting (Kafka partitions
-    /// behind their high watermark); files and the simulator have none.
+    /// Calls `hold` with every partition that may have records waiting (Kafka partitions
+    /// behind their high watermark, or whose end is not known yet); files and the simulator
+    /// have none.
     fn backlogged(&self, mut hold: impl FnMut(usize)) {
         if let Driver::Kafka { source, .. } = self {
             for (index, status) in source.partitions().iter().enumerate() {
-                if status.lag_messages() > 0 {
+                if status.pending() {
                     hold(index);
                 }
             }
@@ -1650,8 +1651,13 @@ pub fn run_with_log(
                     &metrics,
                 );
             }
-            // Backpressure: at most one tick in flight behind the input.
-            worker.step_while(|| probe.less_than(&frontier));
+            // Backpressure: at most one tick in flight behind the input. Not while the assets
+            // are read first (they are few): the probe waits for every reader's input, and a
+            // reader restored at a later frontier than another's would wait for one that
+            // cannot move before this one has loaded its assets too.
+            if streaming {
+                worker.step_while(|| probe.less_than(&frontier));
+            }
             worker.step();
             if let Driver::Simulator { speed, .. } = &driver
                 && *speed > 0.0

@@ -231,6 +231,17 @@ impl PartitionStatus {
             None => 0,
         }
     }
+
+    /// Whether the partition may hold records this reader has not read: a known backlog, or
+    /// an end not known yet (assigned but no fetch answered: just after a start or restart,
+    /// or while the assets topic is read first). Only a partition known to be caught up can
+    /// go idle; one whose end is unknown must not let the frontier pass its unread records.
+    pub fn pending(&self) -> bool {
+        !self.at_end
+            && self
+                .high_watermark
+                .is_none_or(|high| high > self.next_offset.max(0))
+    }
 }
 
 /// Per-topic statistics callback: librdkafka's view of each partition's high watermark.
@@ -605,5 +616,38 @@ impl Drop for KafkaSource {
         for reader in &self.readers {
             reader.consumer.unassign().ok();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(next_offset: i64, high_watermark: Option<i64>, at_end: bool) -> PartitionStatus {
+        PartitionStatus {
+            stream: StreamKind::Telemetry,
+            topic: "telemetry".into(),
+            partition: 0,
+            next_offset,
+            high_watermark,
+            last_record_ms: None,
+            at_end,
+            records: 0,
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn only_a_partition_known_to_be_caught_up_has_nothing_pending() {
+        // Just assigned (or restarted from a checkpoint): no fetch has answered yet.
+        assert!(status(-1, None, false).pending());
+        assert!(status(1_000, None, false).pending());
+        // Behind its end.
+        assert!(status(10, Some(25), false).pending());
+        assert_eq!(status(10, Some(25), false).lag_messages(), 15);
+        // Caught up, by the high watermark or by the end-of-partition event.
+        assert!(!status(25, Some(25), false).pending());
+        assert!(!status(1_000, None, true).pending());
+        assert!(!status(10, Some(25), true).pending());
     }
 }

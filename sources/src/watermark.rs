@@ -61,9 +61,10 @@ impl Watermarks {
         self.observe(partition, ts, now);
     }
 
-    /// Notes that `partition` has records waiting to be read (a known backlog): it is busy,
-    /// not idle, however long it has been since it last delivered a record. Without this, a
-    /// reader starved of CPU, or fed one partition's large fetch at a time, would take a
+    /// Notes that `partition` has, or may have, records waiting to be read (a known backlog,
+    /// or an end not known yet): it is busy, not idle, however long it has been since it last
+    /// delivered a record. Without this, a reader starved of CPU, fed one partition's large
+    /// fetch at a time, or restarted and still waiting for its first fetch, would take a
     /// lagging partition for an idle one and stamp its records late.
     pub fn hold(&mut self, partition: usize, now: Instant) {
         if let Some(p) = self.partitions.get_mut(partition) {
