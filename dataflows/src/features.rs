@@ -11,6 +11,7 @@
 //! the tooth as lost). Training replays history through this same code (`wearflow train`), so
 //! live and training features cannot differ.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 
 use differential_dataflow::difference::{Abelian, Semigroup};
@@ -18,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use wearflow_operators::time::{MS_PER_HOUR, ceil_to, from_micro, to_micro, write_micro};
 use wearflow_operators::trend::slope_per_hour;
 use wearflow_operators::{
-    Collection, Column, ColumnType, Drift, FoldByKey, LatestByKey, Moments, Row, Value, ViewKind,
-    ViewSchema, fit_drift,
+    CentredMoments, Collection, Column, ColumnType, Drift, FoldByKey, LatestByKey, Moments, Row,
+    Value, ViewKind, ViewSchema, fit_drift,
 };
 use wearflow_sources::{Asset, Micro};
 
@@ -280,6 +281,10 @@ struct Trend {
     /// `(first operating ms, sums per metric index with x = operating ms)`, oldest first;
     /// none older than the longest window.
     buckets: VecDeque<(u64, Vec<Moments>)>,
+    /// Per bucket (same order) and metric index, the sums [`fit_drift`] reads and the
+    /// baseline they are centred on, kept once the bucket is closed (only the newest bucket
+    /// still changes): the fit runs at every feature update over 48 hours of buckets.
+    centred: RefCell<VecDeque<Vec<Option<(i64, CentredMoments)>>>>,
 }
 
 impl Trend {
@@ -294,6 +299,7 @@ impl Trend {
         let start = self.op_ms - self.op_ms % TREND_BUCKET_MS;
         if self.buckets.back().is_none_or(|(s, _)| *s != start) {
             self.buckets.push_back((start, Vec::new()));
+            self.centred.get_mut().push_back(Vec::new());
         }
         let longest = DRIFT_WINDOW_H.max(TREND_WINDOWS_H[TREND_WINDOWS_H.len() - 1]) * MS_PER_HOUR;
         while self
@@ -302,6 +308,7 @@ impl Trend {
             .is_some_and(|(s, _)| s + longest < self.op_ms)
         {
             self.buckets.pop_front();
+            self.centred.get_mut().pop_front();
         }
         let Some((_, sums)) = self.buckets.back_mut() else {
             return;
@@ -343,12 +350,35 @@ impl Trend {
         fn metric(bucket: &(u64, Vec<Moments>), i: usize) -> Option<(i64, &Moments)> {
             Some((bucket.0 as i64, bucket.1.get(i)?))
         }
+        let mut centred = self.centred.borrow_mut();
+        let closed = self.buckets.len().saturating_sub(1);
+        for (bucket, kept) in self.buckets.iter().zip(centred.iter_mut()).take(closed) {
+            if let Some((start, m)) = metric(bucket, i) {
+                if kept.len() <= i {
+                    kept.resize(i + 1, None);
+                }
+                if kept[i].is_none_or(|(b, _)| b != base) {
+                    kept[i] = Some((base, CentredMoments::of(m, start, base)));
+                }
+            }
+        }
+        let newest = self
+            .buckets
+            .back()
+            .and_then(|b| metric(b, i))
+            .map(|(start, m)| (start, CentredMoments::of(m, start, base)));
         let drift = fit_drift(
-            self.buckets.iter().filter_map(|b| metric(b, i)),
+            self.buckets
+                .iter()
+                .zip(centred.iter())
+                .take(closed)
+                .filter_map(|(b, kept)| Some((b.0 as i64, kept.get(i).copied().flatten()?.1)))
+                .chain(newest),
             self.op_ms as i64,
             base,
             DRIFT_MIN_READINGS,
         );
+        drop(centred);
         let from = self.op_ms.saturating_sub(MS_PER_HOUR);
         let mut recent = Moments::default();
         for (_, m) in self

@@ -22,16 +22,64 @@ pub struct Drift {
     pub fit: f64,
 }
 
+const MS_PER_HOUR: f64 = 3_600_000.0;
+
+/// One bucket's sums in floating point, with `x` (ms, stored in hours) taken from the
+/// bucket's own start and `y` from a baseline: what [`fit_drift`] reads. The centring is done
+/// exactly in integers first. A bucket that no longer changes keeps the same value, so a
+/// caller may compute it once (per baseline) instead of at every fit.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CentredMoments {
+    n: f64,
+    sx: f64,
+    sxx: f64,
+    sy: f64,
+    syy: f64,
+    sxy: f64,
+}
+
+impl CentredMoments {
+    /// The sums of `m` (a bucket starting at `start` ms) about `start` and `baseline`.
+    pub fn of(m: &Moments, start: i64, baseline: i64) -> CentredMoments {
+        let (s, base, k) = (start as i128, baseline as i128, m.n as i128);
+        let cx = m.sx - k * s;
+        let cxx = m.sxx - 2 * s * m.sx + k * s * s;
+        let cy = m.sy - k * base;
+        let cyy = m.syy - 2 * base * m.sy + k * base * base;
+        let cxy = m.sxy - base * m.sx - s * m.sy + k * s * base;
+        CentredMoments {
+            n: m.n as f64,
+            sx: cx as f64 / MS_PER_HOUR,
+            sxx: cxx as f64 / (MS_PER_HOUR * MS_PER_HOUR),
+            sy: cy as f64,
+            syy: cyy as f64,
+            sxy: cxy as f64 / MS_PER_HOUR,
+        }
+    }
+
+    /// The same sums with `x` taken from `d` hours before the start instead (`d` is negative
+    /// for an origin after the start).
+    fn shifted(&self, d: f64) -> CentredMoments {
+        CentredMoments {
+            n: self.n,
+            sx: self.sx + self.n * d,
+            sxx: self.sxx + 2.0 * d * self.sx + self.n * d * d,
+            sy: self.sy,
+            syy: self.syy,
+            sxy: self.sxy + d * self.sy,
+        }
+    }
+}
+
 /// Fits `y = a + b·max(0, x − onset)` to the readings summed in `buckets`, trying every
 /// bucket start as the onset, and returns the fit that leaves the least squared error.
 ///
-/// `buckets` are `(start x, moments with x and y)` in ascending order of start; `x` is in
-/// milliseconds, `now` the newest `x`, `baseline` the series' own normal in `y` units.
-/// Sums are centred on `now` and `baseline` exactly in integers before the floating-point
-/// arithmetic. `None` without a positive baseline, with fewer than `min_points` readings,
-/// or when `y` does not vary.
-pub fn fit_drift<'a>(
-    buckets: impl DoubleEndedIterator<Item = (i64, &'a Moments)>,
+/// `buckets` are `(start x, sums about that start and baseline)` in ascending order of
+/// start; `x` is in milliseconds, `now` the newest `x`, `baseline` the series' own normal in
+/// `y` units (the one the sums were centred on). Two passes, no allocation. `None` without a
+/// positive baseline, with fewer than `min_points` readings, or when `y` does not vary.
+pub fn fit_drift(
+    buckets: impl DoubleEndedIterator<Item = (i64, CentredMoments)> + Clone,
     now: i64,
     baseline: i64,
     min_points: i64,
@@ -39,38 +87,17 @@ pub fn fit_drift<'a>(
     if baseline <= 0 {
         return None;
     }
-    const MS_PER_HOUR: f64 = 3_600_000.0;
-    let (now, base) = (now as i128, baseline as i128);
-    // Suffix sums, newest bucket first: n, ΣX, ΣX², ΣY, ΣXY with X = (x − now) in hours
-    // and Y = y − baseline.
-    let mut n = 0f64;
-    let (mut sx, mut sxx, mut sy, mut syy, mut sxy) = (0f64, 0f64, 0f64, 0f64, 0f64);
-    let mut candidates = Vec::new();
-    for (start, m) in buckets.rev() {
-        if m.n <= 0 {
-            continue;
-        }
-        let k = m.n as i128;
-        let cx = m.sx - k * now;
-        let cxx = m.sxx - 2 * now * m.sx + k * now * now;
-        let cy = m.sy - k * base;
-        let cyy = m.syy - 2 * base * m.sy + k * base * base;
-        let cxy = m.sxy - base * m.sx - now * m.sy + k * now * base;
-        n += m.n as f64;
-        sx += cx as f64 / MS_PER_HOUR;
-        sxx += cxx as f64 / (MS_PER_HOUR * MS_PER_HOUR);
-        sy += cy as f64;
-        syy += cyy as f64;
-        sxy += cxy as f64 / MS_PER_HOUR;
-        let c = (start as i128 - now) as f64 / MS_PER_HOUR;
-        // Over the buckets from this one on, z = X − c; before them z = 0.
-        candidates.push((
-            c,
-            n,
-            sx - n * c,
-            sxx - 2.0 * c * sx + n * c * c,
-            sxy - c * sy,
-        ));
+    // Each bucket's sums with X = (x − now) in hours and Y = y − baseline.
+    let about_now = |(start, m): (i64, CentredMoments)| {
+        let c = (start - now) as f64 / MS_PER_HOUR;
+        (c, m.shifted(c))
+    };
+    let live = |(_, m): &(i64, CentredMoments)| m.n > 0.0;
+    let (mut n, mut sy, mut syy) = (0f64, 0f64, 0f64);
+    for (_, m) in buckets.clone().filter(live) {
+        n += m.n;
+        sy += m.sy;
+        syy += m.syy;
     }
     if (n as i64) < min_points {
         return None;
@@ -79,8 +106,19 @@ pub fn fit_drift<'a>(
     if var_y <= 0.0 {
         return None;
     }
+    // Suffix sums, newest bucket first: over the buckets from this one on, z = X − c; before
+    // them z = 0.
+    let (mut k, mut sx, mut sxx, mut sy_from, mut sxy) = (0f64, 0f64, 0f64, 0f64, 0f64);
     let mut best: Option<(f64, f64, f64, f64)> = None;
-    for &(c, _, sz, szz, syz) in &candidates {
+    for (c, m) in buckets.rev().filter(live).map(about_now) {
+        k += m.n;
+        sx += m.sx;
+        sxx += m.sxx;
+        sy_from += m.sy;
+        sxy += m.sxy;
+        let sz = sx - k * c;
+        let szz = sxx - 2.0 * c * sx + k * c * c;
+        let syz = sxy - c * sy_from;
         let var_z = szz - sz * sz / n;
         if var_z <= 1e-12 {
             continue;
@@ -128,7 +166,12 @@ mod tests {
     fn fit(points: &[(i64, i64)], width: i64, base: i64) -> Option<Drift> {
         let now = points.last()?.0;
         let b = buckets(points, width);
-        fit_drift(b.iter().map(|(s, m)| (*s, m)), now, base, 3)
+        fit_drift(
+            b.iter().map(|(s, m)| (*s, CentredMoments::of(m, *s, base))),
+            now,
+            base,
+            3,
+        )
     }
 
     /// The least squared error over the same onsets, by recomputation from the points.

@@ -34,7 +34,7 @@ pub mod window_stats;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use drift::{Drift, fit_drift};
+pub use drift::{CentredMoments, Drift, fit_drift};
 pub use error::{Error, ErrorRecord};
 pub use fold_by_key::FoldByKey;
 pub use latest_by_key::LatestByKey;
