@@ -284,8 +284,11 @@ struct Trend {
     /// Per bucket (same order) and metric index, the sums [`fit_drift`] reads and the
     /// baseline they are centred on, kept once the bucket is closed (only the newest bucket
     /// still changes): the fit runs at every feature update over 48 hours of buckets.
-    centred: RefCell<VecDeque<Vec<Option<(i64, CentredMoments)>>>>,
+    centred: RefCell<VecDeque<Vec<Option<Centred>>>>,
 }
+
+/// A closed bucket's sums of one metric, centred on a baseline: `(baseline, sums)`.
+type Centred = (i64, CentredMoments);
 
 impl Trend {
     fn add(&mut self, ts: u64, values: &[(usize, i64)]) {
