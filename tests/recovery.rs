@@ -1,6 +1,7 @@
 //! Crash recovery of the real binary against a real broker: `kill -9` at random points while
 //! it ingests from Kafka, restart each time, and the final views, the compacted changelog
-//! topics and the archive's row counts equal those of a run that was never interrupted.
+//! topics and the archive's row counts equal those of a run that was never interrupted. The
+//! killed run writes its changelogs with `exactly_once`: no change reaches a topic twice.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use wearflow_sinks::kafka::KafkaSinkConfig;
 use wearflow_sources::{Event, KafkaSourceConfig, SimulatorConfig, StreamKind, decode, simulate};
 
 use crate::common::process::{Engine, client};
-use crate::kafka::{compact, produce, read_topic, sink_config, source_config};
+use crate::kafka::{Read, compact, produce, read_topic, sink_config, source_config};
 
 /// Kills survived before the run that is let finish.
 const KILLS: usize = 5;
@@ -72,6 +73,26 @@ fn archive_rows(dir: &Path) -> BTreeMap<String, i64> {
             (table.to_string(), rows)
         })
         .collect()
+}
+
+/// The messages of a changelog topic that repeat their key's previous message (`as_of`
+/// aside): a change sent twice. Messages of one key keep their order (one partition).
+fn repeated_changes(messages: &[Read]) -> Vec<String> {
+    let mut last: BTreeMap<Vec<u8>, Option<serde_json::Value>> = BTreeMap::new();
+    let mut repeated = Vec::new();
+    for (key, value, _) in messages {
+        let key = key.clone().expect("changelog messages have keys");
+        let row = value.as_ref().map(|value| {
+            let mut row: serde_json::Value = serde_json::from_slice(value).expect("JSON");
+            row.as_object_mut().expect("object").remove("as_of");
+            row
+        });
+        if last.get(&key) == Some(&row) {
+            repeated.push(format!("{} {row:?}", String::from_utf8_lossy(&key)));
+        }
+        last.insert(key, row);
+    }
+    repeated
 }
 
 /// Sum of a counter over its labels in a Prometheus scrape.
@@ -133,7 +154,10 @@ fn killed_five_times_the_views_changelogs_and_archive_equal_an_uninterrupted_run
     reference.stop();
 
     // The run that is killed with SIGKILL at random points, and restarted each time.
-    let crash_sink = sink_config("crashed");
+    let crash_sink = KafkaSinkConfig {
+        exactly_once: true,
+        ..sink_config("crashed")
+    };
     let crash_dir = scratch_dir.join("crashed");
     let config = write_config(&crash_dir, &source, &crash_sink);
     let seed: u64 = std::time::SystemTime::now()
@@ -266,15 +290,23 @@ fn killed_five_times_the_views_changelogs_and_archive_equal_an_uninterrupted_run
             continue;
         }
         let name = &schema.name;
-        let crashed = compact(&read_topic(&format!(
-            "{}{name}",
-            crash_sink.changelog_prefix
-        )));
-        let uninterrupted = compact(&read_topic(&format!(
-            "{}{name}",
-            reference_sink.changelog_prefix
-        )));
-        assert_eq!(crashed, uninterrupted, "changelog of {name}");
+        let crashed = read_topic(&format!("{}{name}", crash_sink.changelog_prefix));
+        let uninterrupted = read_topic(&format!("{}{name}", reference_sink.changelog_prefix));
+        assert_eq!(
+            compact(&crashed),
+            compact(&uninterrupted),
+            "changelog of {name}"
+        );
+        // Exactly once: the restarts sent no change again (at least once would have sent
+        // every replayed row again).
+        let repeated = repeated_changes(&crashed);
+        assert!(
+            repeated.is_empty(),
+            "{} changes of {name} sent twice, e.g. {:?}",
+            repeated.len(),
+            &repeated[..repeated.len().min(3)]
+        );
+        assert!(repeated_changes(&uninterrupted).is_empty());
         checked += 1;
     }
     assert!(checked >= 5, "only {checked} keyed views");
