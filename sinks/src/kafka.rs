@@ -189,18 +189,20 @@ impl Producer {
         brokers: &str,
         options: &BTreeMap<String, String>,
     ) -> Result<Producer, KafkaSinkError> {
-        Self::with(brokers, options, None)
+        Self::with(brokers, options, None, Arc::default())
     }
 
     /// A transactional producer with `transactional.id` = `id`, its transactions initialised
-    /// (which aborts what an earlier producer of the same id left open, and fences it).
+    /// (which aborts what an earlier producer of the same id left open, and fences it). Its
+    /// deliveries are counted in `stats` (e.g. another producer's, for one set of metrics).
     pub fn transactional(
         brokers: &str,
         options: &BTreeMap<String, String>,
         id: &str,
         timeout: Duration,
+        stats: Arc<DeliveryStats>,
     ) -> Result<Producer, KafkaSinkError> {
-        let producer = Self::with(brokers, options, Some(id))?;
+        let producer = Self::with(brokers, options, Some(id), stats)?;
         producer.inner.init_transactions(timeout)?;
         Ok(producer)
     }
@@ -209,8 +211,12 @@ impl Producer {
         brokers: &str,
         options: &BTreeMap<String, String>,
         transactional_id: Option<&str>,
+        stats: Arc<DeliveryStats>,
     ) -> Result<Producer, KafkaSinkError> {
-        let context = DeliveryContext::default();
+        let context = DeliveryContext {
+            stats,
+            failed: Arc::default(),
+        };
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", brokers)
@@ -559,8 +565,9 @@ impl ViewSink {
     ///
     /// Alerts already in the alerts topic (by key, e.g. from a run before a restart) are not
     /// sent again, so the topic holds each alert once. With `exactly_once` the writer uses a
-    /// transactional producer of its own (not `producer`): one transaction per snapshot, and
-    /// it resumes from what the topics hold (see [`SnapshotWriter::write_full`]).
+    /// transactional producer of its own (counting its deliveries in `producer`'s stats): one
+    /// transaction per snapshot, and it resumes from what the topics hold (see
+    /// [`SnapshotWriter::write_full`]).
     pub fn spawn(
         config: &KafkaSinkConfig,
         store: Arc<ServingStore>,
@@ -575,6 +582,7 @@ impl ViewSink {
                 &config.options,
                 &config.transactional_id(),
                 timeout,
+                Arc::clone(producer.stats()),
             )?;
             let topics = Self::topics(config, &store);
             let committed = Committed::read(&config.brokers, &config.options, &topics, timeout)?;
@@ -771,6 +779,7 @@ impl SnapshotWriter {
                             &self.config.options,
                             &self.config.transactional_id(),
                             timeout,
+                            Arc::clone(self.producer.stats()),
                         ) {
                             Ok(producer) => self.producer = Arc::new(producer),
                             Err(e) => tracing::error!("kafka sink producer: {e}"),
