@@ -8,6 +8,7 @@
 //! 10,000,000 archived rows against DuckDB. `wearflow-bench cluster` compares a replay by 1
 //! process × 2 workers with a 2-process cluster × 1 worker (the real `wearflow` binary).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -73,6 +74,10 @@ enum Command {
         /// Predict with this failure model (`wearflow train --out`) instead of physics.
         #[arg(long)]
         model: Option<std::path::PathBuf>,
+        /// Score each device at most once per this much event time (default: the engine's
+        /// `[dataflow] score_interval_ms`; 0 = on every change of its features).
+        #[arg(long)]
+        score_interval_ms: Option<u64>,
         /// Record time spent per operator and report the N operators with the most own time
         /// (`top_operators`); recording costs a few percent.
         #[arg(long, default_value_t = 0)]
@@ -285,6 +290,7 @@ fn main() -> anyhow::Result<()> {
             resolution_ms,
             rss_every_secs,
             model,
+            score_interval_ms,
             operators,
         } => {
             let result = ingest(
@@ -293,7 +299,10 @@ fn main() -> anyhow::Result<()> {
                 workers,
                 resolution_ms,
                 rss_every_secs,
-                model.as_deref(),
+                Scoring {
+                    model: model.as_deref(),
+                    interval_ms: score_interval_ms,
+                },
                 operators,
             )?;
             println!("{result}");
@@ -332,6 +341,46 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Per alert kind: alerts raised and distinct subjects.
+fn alerts_by_kind(snapshot: &wearflow_sinks::store::Snapshot) -> serde_json::Value {
+    let Some(view) = snapshot.view("alerts") else {
+        return serde_json::Value::Null;
+    };
+    let column = |name: &str| view.schema.columns.iter().position(|c| c.name == name);
+    let (Some(kind), Some(subject)) = (column("kind"), column("subject")) else {
+        return serde_json::Value::Null;
+    };
+    let mut kinds: BTreeMap<String, (usize, std::collections::BTreeSet<String>)> = BTreeMap::new();
+    for row in view.iter() {
+        let text = |i: usize| match &row[i] {
+            wearflow_operators::Value::Str(s) => s.to_string(),
+            other => format!("{other:?}"),
+        };
+        let entry = kinds.entry(text(kind)).or_default();
+        entry.0 += 1;
+        entry.1.insert(text(subject));
+    }
+    kinds
+        .into_iter()
+        .map(|(kind, (alerts, subjects))| {
+            (
+                kind,
+                serde_json::json!({"alerts": alerts, "subjects": subjects.len()}),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// How an ingest run predicts.
+#[derive(Clone, Copy, Default)]
+struct Scoring<'a> {
+    /// A failure model directory (none: physics).
+    model: Option<&'a std::path::Path>,
+    /// `[dataflow] score_interval_ms` (none: the default).
+    interval_ms: Option<u64>,
+}
+
 /// In-process ingest: simulator → every view → serving store.
 fn ingest(
     machines: usize,
@@ -339,16 +388,16 @@ fn ingest(
     workers: usize,
     resolution_ms: u64,
     rss_every_secs: u64,
-    model: Option<&std::path::Path>,
+    scoring: Scoring,
     top_operators: usize,
 ) -> anyhow::Result<serde_json::Value> {
     let data = std::env::temp_dir().join(format!("wearflow-bench-{}", std::process::id()));
-    let models = match model {
+    let models = match scoring.model {
         Some(dir) => wearflow_dataflows::model::ModelSlot::load_from(dir)?,
         None => Default::default(),
     };
     let model_version = models.version();
-    let config = Config {
+    let mut config = Config {
         models,
         workers,
         clock: ClockConfig {
@@ -365,6 +414,10 @@ fn ingest(
         },
         ..Config::default()
     };
+    if let Some(interval_ms) = scoring.interval_ms {
+        config.dataflow.score_interval_ms = interval_ms;
+    }
+    let score_interval_ms = config.dataflow.score_interval_ms;
     let store = Arc::new(ServingStore::new(runtime::view_schemas()));
     let started = Instant::now();
     if rss_every_secs > 0 {
@@ -423,7 +476,14 @@ fn ingest(
         "events_per_sec": summary.records as f64 / seconds,
         "peak_rss_bytes": peak_rss_bytes(),
         "view_rows": rows,
+        "rows_per_view": snapshot
+            .views
+            .iter()
+            .map(|(name, view)| (name.to_string(), view.len()))
+            .collect::<BTreeMap<String, usize>>(),
+        "alerts_by_kind": alerts_by_kind(&snapshot),
         "model_version": model_version,
+        "score_interval_ms": score_interval_ms,
     });
     if !operators.is_empty() {
         result["top_operators"] = operators.into();
@@ -444,7 +504,7 @@ fn all(brokers: Option<&str>) -> anyhow::Result<()> {
     };
     eprintln!("== ingest");
     let Fleet { machines, hours } = DEFAULT_FLEET;
-    let ingest = ingest(machines, hours, 2, 100, 0, None, 0)?;
+    let ingest = ingest(machines, hours, 2, 100, 0, Scoring::default(), 0)?;
     let ingest_rate = rate(&ingest, &["events_per_sec"]);
     table.push((
         "ingest, all views (events/s)".into(),

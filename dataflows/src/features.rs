@@ -230,6 +230,88 @@ impl DeviceFeatures {
     }
 }
 
+/// Where one named feature sits in a [`DeviceFeatures`].
+#[derive(Clone, Debug, PartialEq)]
+enum Slot {
+    /// A domain feature, by its index in [`DOMAIN`].
+    Domain(usize),
+    /// A statistic of a metric: the metric's place in [`FeatureColumns::metrics`] and the
+    /// statistic's index in [`STATS`].
+    Stat(usize, usize),
+    /// No feature has this name.
+    Unknown,
+}
+
+/// A list of feature names resolved once, so that reading them from many feature vectors
+/// (the model's columns, on every prediction) costs one search per metric instead of
+/// parsing and comparing each name every time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureColumns {
+    slots: Vec<Slot>,
+    /// The distinct metrics the names refer to.
+    metrics: Vec<String>,
+}
+
+impl FeatureColumns {
+    /// Resolves `names`.
+    pub fn new(names: &[String]) -> FeatureColumns {
+        let mut metrics: Vec<String> = Vec::new();
+        let slots = names
+            .iter()
+            .map(|name| {
+                if let Some(i) = DOMAIN.iter().position(|d| *d == name) {
+                    return Slot::Domain(i);
+                }
+                let Some((metric, stat)) = name.rsplit_once('.') else {
+                    return Slot::Unknown;
+                };
+                let Some(s) = STATS.iter().position(|x| *x == stat) else {
+                    return Slot::Unknown;
+                };
+                let m = metrics.iter().position(|n| n == metric).unwrap_or_else(|| {
+                    metrics.push(metric.to_string());
+                    metrics.len() - 1
+                });
+                Slot::Stat(m, s)
+            })
+            .collect();
+        FeatureColumns { slots, metrics }
+    }
+
+    /// The number of columns.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether there are no columns.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The values of the columns in `features` (NaN where one is missing), appended to `out`.
+    pub fn extend(&self, features: &DeviceFeatures, out: &mut Vec<f64>) {
+        let found: Vec<Option<&MetricStats>> = self
+            .metrics
+            .iter()
+            .map(|metric| {
+                features
+                    .metrics
+                    .binary_search_by(|(n, _)| n.as_str().cmp(metric))
+                    .ok()
+                    .map(|m| &features.metrics[m].1)
+            })
+            .collect();
+        out.extend(self.slots.iter().map(|slot| {
+            let micro = match slot {
+                Slot::Domain(i) => features.domain[*i],
+                Slot::Stat(m, s) => found[*m].and_then(|stats| stats[*s]),
+                Slot::Unknown => None,
+            };
+            micro.map_or(f64::NAN, from_micro)
+        }));
+    }
+}
+
 /// What a device's features are folded from, one variant per upstream collection.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Observation {
@@ -756,6 +838,43 @@ mod tests {
             let (ts, metrics) = reading(ts, strain, 50.0);
             fold(state, &Observation::Reading(ts, metrics), window_ms);
         }
+    }
+
+    #[test]
+    fn resolved_columns_read_what_get_reads() {
+        let mut state = DeviceState::default();
+        fold(&mut state, &Observation::Installed(0), MS_PER_HOUR);
+        feed(
+            &mut state,
+            &[(60_000, 400.0), (120_000, 410.0)],
+            MS_PER_HOUR,
+        );
+        let features = present(&state).expect("features");
+        let mut names: Vec<String> = features.values().into_iter().map(|(n, _)| n).collect();
+        // Absent, unknown and malformed names read as missing.
+        names.extend(
+            [
+                "wear_pct",
+                "nonsense.mean",
+                "strain_ue.nonsense",
+                "plain",
+                "a.b.c",
+            ]
+            .map(String::from),
+        );
+        names.reverse();
+        let columns = FeatureColumns::new(&names);
+        let mut row = vec![-1.0];
+        columns.extend(&features, &mut row);
+        assert_eq!(row.len(), names.len() + 1);
+        assert_eq!(row[0], -1.0, "appends");
+        for (name, value) in names.iter().zip(&row[1..]) {
+            match features.get(name) {
+                Some(v) => assert_eq!(*value, v, "{name}"),
+                None => assert!(value.is_nan(), "{name}: {value}"),
+            }
+        }
+        assert!(row[1..].iter().filter(|v| !v.is_nan()).count() > 20);
     }
 
     /// The JSON rendering as first written (escape every name, format every float): the

@@ -98,6 +98,10 @@ pub struct DataflowConfig {
     pub reporting_window_ms: u64,
     /// Records leave sum-based windows at multiples of this (state ∝ window / granularity).
     pub window_granularity_ms: u64,
+    /// A device's failure prediction is made again at most once per this much event time
+    /// (sooner for a new model version, a lost or a replaced tooth); 0 = on every change of
+    /// its features.
+    pub score_interval_ms: u64,
 }
 
 impl Default for DataflowConfig {
@@ -113,6 +117,7 @@ impl Default for DataflowConfig {
             default_wear_limit_mm: 40.0,
             reporting_window_ms: 5 * 60_000,
             window_granularity_ms: 60_000,
+            score_interval_ms: 5 * 60_000,
         }
     }
 }
@@ -129,6 +134,7 @@ pub struct Context<'scope> {
     order_state: OnceCell<Collection<'scope, order_state::OrderState>>,
     balances: OnceCell<Collection<'scope, inventory_balances::Balance>>,
     features: OnceCell<Collection<'scope, features::DeviceFeatures>>,
+    scored: OnceCell<Collection<'scope, (predictions::DevicePrediction, Vec<u8>)>>,
     predictions: OnceCell<Collection<'scope, predictions::DevicePrediction>>,
     demand: OnceCell<Collection<'scope, predictions::Demand>>,
     drift: OnceCell<Collection<'scope, (String, String, i64, i64)>>,
@@ -146,6 +152,7 @@ impl<'scope> Context<'scope> {
             order_state: OnceCell::new(),
             balances: OnceCell::new(),
             features: OnceCell::new(),
+            scored: OnceCell::new(),
             predictions: OnceCell::new(),
             demand: OnceCell::new(),
             drift: OnceCell::new(),
@@ -189,10 +196,16 @@ impl<'scope> Context<'scope> {
         self.features.get_or_init(|| features::build(self)).clone()
     }
 
+    /// Per-device predictions of the current model, with the training bins of the features
+    /// each was made from (shared by the predictions and drift).
+    pub fn scored(&self) -> Collection<'scope, (predictions::DevicePrediction, Vec<u8>)> {
+        self.scored.get_or_init(|| predictions::build(self)).clone()
+    }
+
     /// Per-device predictions of the current model.
     pub fn predictions(&self) -> Collection<'scope, predictions::DevicePrediction> {
         self.predictions
-            .get_or_init(|| predictions::build(self))
+            .get_or_init(|| self.scored().map(|(prediction, _)| prediction))
             .clone()
     }
 

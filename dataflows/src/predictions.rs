@@ -97,8 +97,9 @@ impl DevicePrediction {
     }
 }
 
-/// Predicts one device with a model version (the same inputs always give the same row).
-pub fn predict(features: &DeviceFeatures, version: &str) -> DevicePrediction {
+/// Predicts one device with a model version (the same inputs always give the same row), with
+/// the training bins of its features (none for physics).
+pub fn score(features: &DeviceFeatures, version: &str) -> (DevicePrediction, Vec<u8>) {
     let lost = features.get("lost").is_some_and(|l| l > 0.5);
     let physics = DevicePrediction {
         device_id: features.device_id.clone(),
@@ -114,26 +115,97 @@ pub fn predict(features: &DeviceFeatures, version: &str) -> DevicePrediction {
         .then(|| model::loaded(version))
         .flatten()
     else {
-        return physics;
+        return (physics, Vec::new());
     };
     let prediction = model.predict(features);
-    DevicePrediction {
+    let bins = model.bins_of(features);
+    let prediction = DevicePrediction {
         model_version: model.version.clone(),
         p_fail_micro: prediction.p_fail.map(to_micro),
         horizon_h: Some(model.horizon_h.round() as i64),
         threshold_micro: Some(to_micro(model.threshold)),
         rul_micro: prediction.rul_hours.map(to_micro),
         ..physics
+    };
+    (prediction, bins)
+}
+
+/// What the prediction fold keeps per device: the prediction it shows and what it was made
+/// from.
+#[derive(Default)]
+struct Scored {
+    /// The model version it was asked for (a version not loaded predicts as physics).
+    version: String,
+    /// The features' `hours_since_install` (a smaller one means a new tooth).
+    since_install: Option<i64>,
+    prediction: Option<DevicePrediction>,
+    /// The scored features' training bins (empty without a model).
+    bins: Vec<u8>,
+}
+
+impl Scored {
+    /// Whether `features` under `version` are scored again rather than keeping the current
+    /// prediction: always for physics (it costs nothing), a first prediction, another model
+    /// version, a tooth found lost
+    /// (or no longer lost), a replaced tooth or features older than the scored ones;
+    /// otherwise once `interval_ms` of event time has passed since the scored features.
+    fn due(&self, features: &DeviceFeatures, version: &str, interval_ms: u64) -> bool {
+        let Some(scored) = &self.prediction else {
+            return true;
+        };
+        let lost = features.get("lost").is_some_and(|l| l > 0.5);
+        let since_install = features.domain[HOURS_SINCE_INSTALL];
+        version == PHYSICS
+            || self.version != version
+            || scored.lost != lost
+            || since_install
+                .zip(self.since_install)
+                .is_some_and(|(new, old)| new < old)
+            || features.last_seen_ms < scored.last_seen_ms
+            || features.last_seen_ms >= scored.last_seen_ms.saturating_add(interval_ms)
+    }
+
+    fn observe(&mut self, features: &DeviceFeatures, version: &str, interval_ms: u64) {
+        if self.due(features, version, interval_ms) {
+            let (prediction, bins) = score(features, version);
+            self.prediction = Some(prediction);
+            self.bins = bins;
+            self.version = version.to_string();
+            self.since_install = features.domain[HOURS_SINCE_INSTALL];
+        }
     }
 }
 
-/// Builds the predictions of every device with features.
-pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, DevicePrediction> {
+/// The index of `hours_since_install` in [`crate::features::DOMAIN`].
+const HOURS_SINCE_INSTALL: usize = 5;
+
+/// Builds the scoring of every device with features: its prediction and, with a model, the
+/// training bins of the features it was made from.
+///
+/// A device is scored when its features change, at most once per `score_interval_ms` of
+/// event time (sooner for a new model, a lost or replaced tooth): features change every
+/// window granule (a minute), and a model of hundreds of trees per change would cost more
+/// than the rest of the dataflow. The fold runs in time order on the WAL-replayed inputs, so
+/// which features were scored is the same after a restart. Retractions never score: a
+/// device's old prediction is the one the fold kept.
+pub(crate) fn build<'s>(ctx: &Context<'s>) -> Collection<'s, (DevicePrediction, Vec<u8>)> {
+    let interval_ms = ctx.config.score_interval_ms;
     ctx.features()
         .map(|f| (shard_of(&f.device_id), f))
         .join_map(ctx.inputs.models.clone(), |_shard, features, version| {
-            predict(features, version)
+            (
+                features.device_id.clone(),
+                (features.clone(), version.clone()),
+            )
         })
+        .fold_by_key(
+            "maintenance_predictions",
+            move |scored: &mut Scored, (features, version): &(DeviceFeatures, String)| {
+                scored.observe(features, version, interval_ms)
+            },
+            |scored| Some((scored.prediction.clone()?, scored.bins.clone())),
+        )
+        .map(|(_, scoring)| scoring)
 }
 
 fn predictions_schema() -> ViewSchema {
@@ -349,51 +421,38 @@ pub fn demand_view() -> ViewDef {
 
 /// Per model feature: population stability index of the live devices against training.
 pub(crate) fn drift<'s>(ctx: &Context<'s>) -> Collection<'s, (String, String, i64, i64)> {
-    ctx.features()
-        .map(|f| (shard_of(&f.device_id), f))
-        .join_map(
-            ctx.inputs.models.clone().filter(|(_, v)| v != PHYSICS),
-            |_shard, features, version| {
-                let Some(model) = model::loaded(version) else {
-                    return Vec::new();
-                };
-                model
-                    .bins
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, bins)| {
-                        let value = features.get(&bins.feature)?;
-                        Some(((version.clone(), i), bins.bin(value)))
-                    })
-                    .collect::<Vec<_>>()
-            },
-        )
-        .flat_map(|rows| rows)
+    ctx.scored()
+        .flat_map(|(prediction, bins)| {
+            // The version as a number: no string per record.
+            let key = model::version_key(&prediction.model_version);
+            bins.into_iter()
+                .enumerate()
+                .filter(|(_, bin)| *bin != model::NO_BIN)
+                .map(move |(i, bin)| (key, i as u32, bin))
+        })
         // Counting first: a device whose value stays in its bin cancels out here.
-        .map(|((version, index), bin)| (version, index, bin))
         .count()
-        .map(|((version, index, bin), count)| ((version, index), (bin, count)))
-        .reduce_named("model_drift: psi", |(version, index), bins, output| {
-            let Some(model) = model::loaded(version) else {
+        .map(|((key, index, bin), count)| ((key, index), (bin, count)))
+        .reduce_named("model_drift: psi", |(key, index), bins, output| {
+            let Some(model) = model::loaded_by_key(*key) else {
                 return;
             };
-            let Some(feature) = model.bins.get(*index) else {
+            let Some(feature) = model.bins.get(*index as usize) else {
                 return;
             };
             let mut counts = vec![0i64; feature.shares.len()];
             for ((bin, count), diff) in bins {
-                if let Some(c) = counts.get_mut(*bin) {
+                if let Some(c) = counts.get_mut(*bin as usize) {
                     *c += *count as i64 * *diff as i64;
                 }
             }
             let devices: i64 = counts.iter().sum();
             output.push(((to_micro(feature.psi(&counts)), devices), 1));
         })
-        .map(|((version, index), (psi, devices))| {
-            let feature = model::loaded(&version)
-                .and_then(|m| m.bins.get(index).map(|b| b.feature.clone()))
-                .unwrap_or_default();
-            (version, feature, psi, devices)
+        .flat_map(|((key, index), (psi, devices))| {
+            let model = model::loaded_by_key(key)?;
+            let feature = model.bins.get(index as usize)?.feature.clone();
+            Some((model.version.clone(), feature, psi, devices))
         })
 }
 
@@ -433,5 +492,81 @@ pub fn drift_view() -> ViewDef {
                 ]
             })
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::DOMAIN;
+
+    fn features(last_seen_ms: u64, since_install_h: f64, lost: bool) -> DeviceFeatures {
+        let mut f = DeviceFeatures {
+            device_id: "D".into(),
+            last_seen_ms,
+            metrics: Vec::new(),
+            domain: [None; DOMAIN.len()],
+        };
+        f.domain[HOURS_SINCE_INSTALL] = Some(to_micro(since_install_h));
+        f.domain[7] = Some(to_micro(if lost { 1.0 } else { 0.0 }));
+        f.domain[2] = Some(to_micro(100.0 - last_seen_ms as f64 / 3_600_000.0));
+        f
+    }
+
+    #[test]
+    fn scores_once_per_interval_and_at_once_on_what_matters() {
+        assert_eq!(DOMAIN[HOURS_SINCE_INSTALL], "hours_since_install");
+        let minute = 60_000;
+        let mut scored = Scored::default();
+        let seen = |scored: &mut Scored, f: DeviceFeatures, version: &str| {
+            scored.observe(&f, version, 5 * minute);
+            scored.prediction.as_ref().map(|p| p.last_seen_ms)
+        };
+        // Physics is cheap: every change.
+        let model = "m-test";
+        assert_eq!(
+            seen(&mut scored, features(0, 10.0, false), PHYSICS),
+            Some(0)
+        );
+        let physics = seen(&mut scored, features(minute, 10.0, false), PHYSICS);
+        assert_eq!(physics, Some(minute));
+        // A model version (one not loaded predicts as physics, which is enough here): its
+        // first features are scored, then within the interval the prediction stays; at its
+        // end it is made again.
+        assert_eq!(seen(&mut scored, features(0, 10.0, false), model), Some(0));
+        for m in 1..5 {
+            let kept = seen(&mut scored, features(m * minute, 10.0, false), model);
+            assert_eq!(kept, Some(0));
+        }
+        let at = 5 * minute;
+        assert_eq!(
+            seen(&mut scored, features(at, 10.0, false), model),
+            Some(at)
+        );
+        // A lost tooth, a replaced one, older features and another model: at once.
+        let lost = seen(&mut scored, features(at + minute, 10.0, true), model);
+        assert_eq!(lost, Some(at + minute));
+        assert!(scored.prediction.as_ref().is_some_and(|p| p.lost));
+        let replaced = seen(&mut scored, features(at + 2 * minute, 0.1, false), model);
+        assert_eq!(replaced, Some(at + 2 * minute));
+        assert_eq!(seen(&mut scored, features(at, 0.1, false), model), Some(at));
+        let other = seen(&mut scored, features(at + minute, 0.1, false), "m-unknown");
+        assert_eq!(other, Some(at + minute));
+        assert_eq!(scored.version, "m-unknown");
+        // The scored features' values, not the newest ones, are shown.
+        let kept = seen(
+            &mut scored,
+            features(at + 2 * minute, 0.2, false),
+            "m-unknown",
+        );
+        assert_eq!(kept, Some(at + minute));
+        let rul = scored.prediction.as_ref().and_then(|p| p.rul_hours());
+        assert_eq!(rul, Some(100.0 - (at + minute) as f64 / 3_600_000.0));
+        // Interval 0: every change.
+        scored.observe(&features(at + 2 * minute, 0.2, false), "m-unknown", 0);
+        assert_eq!(
+            scored.prediction.map(|p| p.last_seen_ms),
+            Some(at + 2 * minute)
+        );
     }
 }
