@@ -98,6 +98,9 @@ pub const DOMAIN: [&str; 9] = [
     "hour_of_day",
 ];
 
+/// The index of `hours_since_install` in [`DOMAIN`] (a smaller value means a new part).
+pub const HOURS_SINCE_INSTALL: usize = 5;
+
 /// Statistics of one metric, µ-units, in [`STATS`] order.
 pub type MetricStats = [Option<i64>; STATS.len()];
 
@@ -775,7 +778,7 @@ fn present(state: &DeviceState) -> Option<DeviceFeatures> {
     }
     if let Some(installed) = state.installed.filter(|i| *i <= last_seen_ms) {
         let hours = (last_seen_ms - installed) as f64 / MS_PER_HOUR as f64;
-        features.domain[5] = micro(Some(hours));
+        features.domain[HOURS_SINCE_INSTALL] = micro(Some(hours));
     }
     features.domain[6] = state.abrasiveness;
     let day_ms = last_seen_ms % (24 * MS_PER_HOUR);

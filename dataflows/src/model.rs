@@ -457,15 +457,11 @@ impl Model {
             .json_dump()
             .and_then(|c| self.regressor.json_dump().map(|r| c + &r))
             .map_err(|e| ModelError::Training(e.to_string()))?;
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in text
-            .bytes()
-            .chain(self.threshold.to_bits().to_le_bytes())
-            .chain(self.features.join(",").into_bytes())
-        {
-            hash ^= byte as u64;
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
+        let hash = fnv1a(
+            text.bytes()
+                .chain(self.threshold.to_bits().to_le_bytes())
+                .chain(self.features.join(",").into_bytes()),
+        );
         Ok(format!("m{hash:016x}"))
     }
 
@@ -542,12 +538,18 @@ pub fn loaded(version: &str) -> Option<Arc<Model>> {
     LOADED.read().ok()?.get(version).cloned()
 }
 
+/// 64-bit FNV-1a: model versions, version keys and device shards (stable across processes
+/// and builds, unlike the standard library's hasher).
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// A version as a number (FNV-1a of its name): a compact key for dataflow records that would
 /// otherwise carry the version string each.
 pub fn version_key(version: &str) -> u64 {
-    version.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+    fnv1a(version.bytes())
 }
 
 /// A loaded model by [`version_key`].

@@ -13,7 +13,7 @@ use wearflow_operators::{
 };
 use wearflow_sources::Asset;
 
-use crate::features::DeviceFeatures;
+use crate::features::{DeviceFeatures, HOURS_SINCE_INSTALL};
 use crate::model::{self, PHYSICS};
 use crate::{Context, ViewDef};
 
@@ -22,12 +22,7 @@ pub const SHARDS: u64 = 64;
 
 /// The shard of a device.
 pub fn shard_of(device: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in device.bytes() {
-        hash ^= byte as u64;
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash % SHARDS
+    model::fnv1a(device.bytes()) % SHARDS
 }
 
 /// One device's prediction; probabilities and hours in micro-units so the struct orders.
@@ -175,9 +170,6 @@ impl Scored {
         }
     }
 }
-
-/// The index of `hours_since_install` in [`crate::features::DOMAIN`].
-const HOURS_SINCE_INSTALL: usize = 5;
 
 /// Builds the scoring of every device with features: its prediction and, with a model, the
 /// training bins of the features it was made from.
