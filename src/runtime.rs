@@ -1655,8 +1655,14 @@ pub fn run_with_log(
             // are read first (they are few): the probe waits for every reader's input, and a
             // reader restored at a later frontier than another's would wait for one that
             // cannot move before this one has loaded its assets too.
+            // The wait parks rather than spins: what it waits for is often another worker's
+            // share (or another reader's input), and a spinning worker takes the core that
+            // worker, the Kafka client threads or the broker need. Timely wakes a parked
+            // worker when a message or progress update arrives for it.
             if streaming {
-                worker.step_while(|| probe.less_than(&frontier));
+                while probe.less_than(&frontier) {
+                    worker.step_or_park(Some(Duration::from_millis(1)));
+                }
             }
             worker.step();
             if let Driver::Simulator { speed, .. } = &driver

@@ -1,7 +1,7 @@
 //! `wearflow-bench kafka`: the broker's own produce and consume ceilings, wearflow end to end
 //! from Kafka at maximum rate, and at fixed rates with freshness from produce to readable.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,9 +10,11 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::broadcast::error::TryRecvError;
 use wearflow::config::{ClockConfig, Config, SourceConfig};
 use wearflow::metrics::Metrics;
 use wearflow::runtime;
+use wearflow_operators::Value;
 use wearflow_operators::time::ceil_to;
 use wearflow_sinks::ServingStore;
 use wearflow_sinks::kafka::Producer;
@@ -25,6 +27,8 @@ use wearflow_sources::{
 pub(crate) struct Message {
     stream: StreamKind,
     pub(crate) ts: u64,
+    /// The device of a telemetry reading (its effect shows in `tooth_wear`).
+    device: Option<String>,
     key: String,
     payload: String,
 }
@@ -35,6 +39,10 @@ impl Message {
         Message {
             stream: e.stream(),
             ts: e.ts_ms(),
+            device: match e {
+                Event::Telemetry(t) => Some(t.device_id.clone()),
+                _ => None,
+            },
             key: event_key(e),
             payload: e.to_json_line(),
         }
@@ -211,8 +219,55 @@ pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
+/// What the watcher still waits for, of the events produced so far.
+#[derive(Default)]
+struct Pending {
+    /// (visible-at stamp, send instant) of every event, in produce order: visible at the
+    /// latest once a snapshot's `as_of` reaches the stamp.
+    by_stamp: VecDeque<(u64, Instant)>,
+    /// Per device, (event time, send instant) of its telemetry readings, in produce order:
+    /// visible once `tooth_wear` shows a `last_seen_ms` at or past the reading's time.
+    by_device: HashMap<String, VecDeque<(u64, Instant)>>,
+}
+
+/// Freshness samples of one fixed-rate run, in seconds.
+#[derive(Default)]
+struct Freshness {
+    /// Telemetry readings: produce → their effect readable in `tooth_wear`.
+    effect: Vec<f64>,
+    /// Every event: produce → a snapshot whose `as_of` reaches an upper bound of its stamp.
+    bound: Vec<f64>,
+}
+
+impl Pending {
+    /// Records the readings `tooth_wear` shows for `device` as of `last_seen`.
+    fn seen(&mut self, device: &str, last_seen: u64, now: Instant, out: &mut Vec<f64>) {
+        if let Some(queue) = self.by_device.get_mut(device) {
+            while let Some(&(ts, at)) = queue.front() {
+                if ts > last_seen {
+                    break;
+                }
+                out.push(now.duration_since(at).as_secs_f64());
+                queue.pop_front();
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_stamp.is_empty() && self.by_device.values().all(VecDeque::is_empty)
+    }
+}
+
+/// A device's `last_seen_ms` in a `tooth_wear` row.
+fn last_seen(key: &[Value], row: &[Value], column: usize) -> Option<(String, u64)> {
+    match (key.first(), row.get(column)) {
+        (Some(Value::Str(device)), Some(Value::Int(ms))) => Some((device.clone(), *ms as u64)),
+        _ => None,
+    }
+}
+
 /// Produces `messages` at `rate` per second for at most `seconds` while the engine runs live;
-/// returns (events produced, freshness in seconds per event: produce → readable).
+/// returns the events produced and their freshness.
 fn fixed_rate(
     brokers: &str,
     messages: &[Message],
@@ -220,7 +275,7 @@ fn fixed_rate(
     seconds: f64,
     partitions: i32,
     idle_ms: u64,
-) -> anyhow::Result<(usize, Vec<f64>)> {
+) -> anyhow::Result<(usize, Freshness)> {
     let topics = topics(&format!("rate{}", rate as u64));
     create(brokers, &topics, partitions)?;
     let config = engine_config(brokers, &topics, false, idle_ms);
@@ -229,31 +284,61 @@ fn fixed_rate(
     let data_dir = config.data_dir.clone();
     let engine = LiveEngine::start(config);
     let store = Arc::clone(&engine.store);
-    // (visible-at stamp, send instant) of every event produced, in produce order.
-    let sent: Arc<Mutex<VecDeque<(u64, Instant)>>> = Arc::new(Mutex::new(VecDeque::new()));
-    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let column = store
+        .schemas()
+        .iter()
+        .find(|s| s.name == "tooth_wear")
+        .and_then(|s| s.column_index("last_seen_ms"))
+        .ok_or_else(|| anyhow::anyhow!("tooth_wear has no last_seen_ms"))?;
+    let pending: Arc<Mutex<Pending>> = Arc::default();
+    let freshness: Arc<Mutex<Freshness>> = Arc::default();
     let watcher_done = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let sent = Arc::clone(&sent);
-        let latencies = Arc::clone(&latencies);
+        let pending = Arc::clone(&pending);
+        let freshness = Arc::clone(&freshness);
         let done = Arc::clone(&watcher_done);
+        let store = Arc::clone(&store);
         let mut feed = store.subscribe();
         std::thread::spawn(move || {
             while !done.load(Ordering::Acquire) {
-                match feed.try_recv() {
-                    Ok(snapshot) => {
-                        let now = Instant::now();
-                        let mut sent = sent.lock().unwrap_or_else(|e| e.into_inner());
-                        let mut out = latencies.lock().unwrap_or_else(|e| e.into_inner());
-                        while let Some(&(stamp, at)) = sent.front() {
-                            if stamp > snapshot.as_of {
-                                break;
-                            }
-                            out.push(now.duration_since(at).as_secs_f64());
-                            sent.pop_front();
-                        }
+                let (snapshot, lagged) = match feed.try_recv() {
+                    Ok(snapshot) => (snapshot, false),
+                    // Changes were missed: read the newest snapshot whole.
+                    Err(TryRecvError::Lagged(_)) => (store.snapshot(), true),
+                    Err(TryRecvError::Empty) => {
+                        std::thread::sleep(Duration::from_micros(200));
+                        continue;
                     }
-                    Err(_) => std::thread::sleep(Duration::from_micros(200)),
+                    Err(TryRecvError::Closed) => break,
+                };
+                let now = Instant::now();
+                let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+                let mut out = freshness.lock().unwrap_or_else(|e| e.into_inner());
+                while let Some(&(stamp, at)) = pending.by_stamp.front() {
+                    if stamp > snapshot.as_of {
+                        break;
+                    }
+                    out.bound.push(now.duration_since(at).as_secs_f64());
+                    pending.by_stamp.pop_front();
+                }
+                let mut seen = Vec::new();
+                if lagged {
+                    if let Some(view) = snapshot.view("tooth_wear") {
+                        seen.extend(
+                            view.rows
+                                .iter()
+                                .filter_map(|(key, row)| last_seen(key, row, column)),
+                        );
+                    }
+                } else if let Some(changes) = snapshot.changes.get("tooth_wear") {
+                    seen.extend(
+                        changes
+                            .iter()
+                            .filter_map(|c| last_seen(&c.key, c.row.as_deref()?, column)),
+                    );
+                }
+                for (device, ms) in seen {
+                    pending.seen(&device, ms, now, &mut out.effect);
                 }
             }
         })
@@ -271,9 +356,18 @@ fn fixed_rate(
         // stamps a record is stamped at most at its time rounded up to the batch (less when
         // its tick ends sooner): waiting for that bound never reports it visible too early.
         let stamp = ceil_to(ceil_to(m.ts, resolution_ms), batch_ms);
-        sent.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back((stamp, Instant::now()));
+        {
+            let now = Instant::now();
+            let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.by_stamp.push_back((stamp, now));
+            if let Some(device) = &m.device {
+                pending
+                    .by_device
+                    .entry(device.clone())
+                    .or_default()
+                    .push_back((m.ts, now));
+            }
+        }
         m.send(&producer, &topics)?;
         produced += 1;
         let due = Duration::from_secs_f64(produced as f64 / rate);
@@ -287,25 +381,32 @@ fn fixed_rate(
     // Wait for the last events to become readable (the frontier needs the sparse partitions
     // to go idle), then stop.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline && !sent.lock().map(|s| s.is_empty()).unwrap_or(true) {
+    while Instant::now() < deadline && !pending.lock().map(|p| p.is_empty()).unwrap_or(true) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    if let Ok(left) = sent.lock()
-        && let Some((stamp, _)) = left.front()
-    {
-        eprintln!(
-            "{} events not readable 20 s after the last was produced: first stamp {stamp}, as_of {}",
-            left.len(),
-            store.snapshot().as_of
-        );
+    if let Ok(left) = pending.lock() {
+        let readings: usize = left.by_device.values().map(VecDeque::len).sum();
+        if let Some((stamp, _)) = left.by_stamp.front() {
+            eprintln!(
+                "{} events not readable 20 s after the last was produced: first stamp {stamp}, as_of {}",
+                left.by_stamp.len(),
+                store.snapshot().as_of
+            );
+        }
+        if readings > 0 {
+            eprintln!(
+                "{readings} readings not shown in tooth_wear 20 s after the last was produced"
+            );
+        }
     }
     engine.stop()?;
     std::fs::remove_dir_all(&data_dir).ok();
     watcher_done.store(true, Ordering::Release);
     watcher.join().ok();
-    let mut latencies = latencies.lock().map(|l| l.clone()).unwrap_or_default();
-    latencies.sort_by(f64::total_cmp);
-    Ok((produced, latencies))
+    let mut freshness = std::mem::take(&mut *freshness.lock().unwrap_or_else(|e| e.into_inner()));
+    freshness.effect.sort_by(f64::total_cmp);
+    freshness.bound.sort_by(f64::total_cmp);
+    Ok((produced, freshness))
 }
 
 /// Runs the Kafka benchmark and prints its JSON result as the last line.
@@ -357,23 +458,32 @@ pub fn run(
 
     let mut fixed = Vec::new();
     for &rate in rates {
-        let (produced, latencies) =
+        let (produced, freshness) =
             fixed_rate(brokers, &messages, rate, rate_seconds, partitions, idle_ms)?;
-        let ms = |q: f64| percentile(&latencies, q) * 1000.0;
+        let ms = |samples: &[f64], q: f64| percentile(samples, q) * 1000.0;
+        let max = |samples: &[f64]| samples.last().map(|l| l * 1000.0);
+        let (effect, bound) = (&freshness.effect, &freshness.bound);
         eprintln!(
-            "at {rate:.0} events/s: {produced} produced, {} measured, freshness p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            latencies.len(),
-            ms(0.5),
-            ms(0.99),
-            latencies.last().copied().unwrap_or(f64::NAN) * 1000.0
+            "at {rate:.0} events/s: {produced} produced; readings visible in tooth_wear ({} measured): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; as_of past the stamp bound ({} measured): p50 {:.1} ms, p99 {:.1} ms",
+            effect.len(),
+            ms(effect, 0.5),
+            ms(effect, 0.99),
+            max(effect).unwrap_or(f64::NAN),
+            bound.len(),
+            ms(bound, 0.5),
+            ms(bound, 0.99),
         );
         fixed.push(serde_json::json!({
             "rate": rate,
             "produced": produced,
-            "measured": latencies.len(),
-            "freshness_p50_ms": ms(0.5),
-            "freshness_p99_ms": ms(0.99),
-            "freshness_max_ms": latencies.last().map(|l| l * 1000.0),
+            "measured": effect.len(),
+            "freshness_p50_ms": ms(effect, 0.5),
+            "freshness_p99_ms": ms(effect, 0.99),
+            "freshness_max_ms": max(effect),
+            "bound_measured": bound.len(),
+            "bound_p50_ms": ms(bound, 0.5),
+            "bound_p99_ms": ms(bound, 0.99),
+            "bound_max_ms": max(bound),
         }));
     }
     std::fs::remove_dir_all(config.data_dir).ok();

@@ -12,10 +12,12 @@
 //! live and training features cannot differ.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use differential_dataflow::AsCollection;
 use differential_dataflow::difference::{Abelian, Semigroup};
 use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::vec::Map;
 use wearflow_operators::time::{MS_PER_HOUR, ceil_to, from_micro, to_micro, write_micro};
 use wearflow_operators::trend::slope_per_hour;
 use wearflow_operators::{
@@ -816,10 +818,33 @@ pub fn row(f: &DeviceFeatures) -> Row {
 }
 
 /// The `features` view: one row per device.
+///
+/// Rendering the JSON column is most of the view's cost, and every change of a device's
+/// features retracts the row its previous change inserted. So each worker keeps the row it
+/// rendered last per device, and a retraction of those same features reuses it (equal
+/// features render equal rows); anything else is rendered again.
 pub fn view() -> ViewDef {
     ViewDef {
         schema,
-        build: |ctx| ctx.features().map(|f| row(&f)),
+        build: |ctx| {
+            let mut rendered: HashMap<String, (DeviceFeatures, Row)> = HashMap::new();
+            ctx.features()
+                .inner
+                .map(move |(f, time, diff)| {
+                    let out = if diff < 0 {
+                        match rendered.remove(&f.device_id) {
+                            Some((cached, cached_row)) if cached == f => cached_row,
+                            _ => row(&f),
+                        }
+                    } else {
+                        let out = row(&f);
+                        rendered.insert(f.device_id.clone(), (f, out.clone()));
+                        out
+                    };
+                    (out, time, diff)
+                })
+                .as_collection()
+        },
     }
 }
 

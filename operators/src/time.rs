@@ -35,25 +35,32 @@ pub fn from_micro(micro: i64) -> f64 {
 /// assert_eq!(out, from_micro(-2_500_000).to_string());
 /// ```
 pub fn write_micro(out: &mut String, micro: i64) {
-    use std::fmt::Write;
     const EXACT_BELOW: u64 = 1_000_000_000_000_000;
     let magnitude = micro.unsigned_abs();
     if magnitude >= EXACT_BELOW {
+        use std::fmt::Write;
         let _ = write!(out, "{}", from_micro(micro));
         return;
     }
     if micro < 0 {
         out.push('-');
     }
-    let _ = write!(out, "{}", magnitude / 1_000_000);
+    // `itoa` rather than `write!`: this runs for every value of every features row.
+    let mut digits = itoa::Buffer::new();
+    out.push_str(digits.format(magnitude / 1_000_000));
     let mut fraction = magnitude % 1_000_000;
     if fraction > 0 {
-        let mut digits = 6;
+        let mut width = 6;
         while fraction.is_multiple_of(10) {
             fraction /= 10;
-            digits -= 1;
+            width -= 1;
         }
-        let _ = write!(out, ".{fraction:0digits$}");
+        let text = digits.format(fraction);
+        out.push('.');
+        for _ in text.len()..width {
+            out.push('0');
+        }
+        out.push_str(text);
     }
 }
 
