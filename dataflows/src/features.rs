@@ -826,31 +826,78 @@ pub fn row(f: &DeviceFeatures) -> Row {
 pub fn view() -> ViewDef {
     ViewDef {
         schema,
-        build: |ctx| {
-            let mut rendered: HashMap<String, (DeviceFeatures, Row)> = HashMap::new();
-            ctx.features()
-                .inner
-                .map(move |(f, time, diff)| {
-                    let out = if diff < 0 {
-                        match rendered.remove(&f.device_id) {
-                            Some((cached, cached_row)) if cached == f => cached_row,
-                            _ => row(&f),
-                        }
-                    } else {
-                        let out = row(&f);
-                        rendered.insert(f.device_id.clone(), (f, out.clone()));
-                        out
-                    };
-                    (out, time, diff)
-                })
-                .as_collection()
-        },
+        build: |ctx| rows(ctx.features()),
     }
+}
+
+/// The view's rows of `features`, each change's row rendered once (see [`view`]).
+fn rows<'s>(features: Collection<'s, DeviceFeatures>) -> Collection<'s, Row> {
+    let mut rendered: HashMap<String, (DeviceFeatures, Row)> = HashMap::new();
+    features
+        .inner
+        .map(move |(f, time, diff)| {
+            let out = if diff < 0 {
+                match rendered.remove(&f.device_id) {
+                    Some((cached, cached_row)) if cached == f => cached_row,
+                    _ => row(&f),
+                }
+            } else {
+                let out = row(&f);
+                rendered.insert(f.device_id.clone(), (f, out.clone()));
+                out
+            };
+            (out, time, diff)
+        })
+        .as_collection()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each update's row is its own features' row, whether the cache holds those features
+    /// (the usual retraction), other features of the device, or nothing.
+    #[test]
+    fn rows_are_rendered_from_each_update_whatever_the_cache_holds() {
+        let f = |device: &str, ts: u64, strain: f64| {
+            DeviceFeatures::from_values(device, ts, [("strain_ue.mean".to_string(), strain)])
+        };
+        let (a1, a2, a3, b1) = (
+            f("A", 1, 1.0),
+            f("A", 2, 2.0),
+            f("A", 3, 3.0),
+            f("B", 1, 5.0),
+        );
+        let updates = vec![
+            (a1.clone(), 1, 1),
+            (b1.clone(), 1, 1),
+            (a1.clone(), 2, -1),
+            (a2.clone(), 2, 1),
+            // A's cached row is now a3's: retracting a2 must not take it.
+            (a3.clone(), 3, 1),
+            (a2.clone(), 4, -1),
+            (a3.clone(), 4, -1),
+            (b1.clone(), 5, -1),
+        ];
+        let totals = |updates: Vec<(Row, u64, isize)>| {
+            let mut out: BTreeMap<(Row, u64), isize> = BTreeMap::new();
+            for (row, time, diff) in updates {
+                *out.entry((row, time)).or_default() += diff;
+            }
+            out.retain(|_, d| *d != 0);
+            out
+        };
+        let expected = totals(updates.iter().map(|(f, t, d)| (row(f), *t, *d)).collect());
+        for workers in [1, 2] {
+            let got = totals(wearflow_operators::testing::run(
+                workers,
+                updates.clone(),
+                rows,
+            ));
+            assert_eq!(got, expected, "{workers} workers");
+        }
+        assert_ne!(row(&a2), row(&a3));
+    }
 
     fn reading(ts: u64, strain: f64, load: f64) -> (u64, BTreeMap<String, Micro>) {
         let metrics = [("load_kn", load), ("strain_ue", strain)]
