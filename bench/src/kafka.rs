@@ -259,9 +259,9 @@ impl Pending {
 }
 
 /// A device's `last_seen_ms` in a `tooth_wear` row.
-fn last_seen(key: &[Value], row: &[Value], column: usize) -> Option<(String, u64)> {
+fn last_seen<'a>(key: &'a [Value], row: &[Value], column: usize) -> Option<(&'a str, u64)> {
     match (key.first(), row.get(column)) {
-        (Some(Value::Str(device)), Some(Value::Int(ms))) => Some((device.clone(), *ms as u64)),
+        (Some(Value::Str(device)), Some(Value::Int(ms))) => Some((device.as_str(), *ms as u64)),
         _ => None,
     }
 }
@@ -321,24 +321,20 @@ fn fixed_rate(
                     out.bound.push(now.duration_since(at).as_secs_f64());
                     pending.by_stamp.pop_front();
                 }
-                let mut seen = Vec::new();
+                let mut record =
+                    |(device, ms): (&str, u64)| pending.seen(device, ms, now, &mut out.effect);
                 if lagged {
                     if let Some(view) = snapshot.view("tooth_wear") {
-                        seen.extend(
-                            view.rows
-                                .iter()
-                                .filter_map(|(key, row)| last_seen(key, row, column)),
-                        );
+                        view.rows
+                            .iter()
+                            .filter_map(|(key, row)| last_seen(key, row, column))
+                            .for_each(&mut record);
                     }
                 } else if let Some(changes) = snapshot.changes.get("tooth_wear") {
-                    seen.extend(
-                        changes
-                            .iter()
-                            .filter_map(|c| last_seen(&c.key, c.row.as_deref()?, column)),
-                    );
-                }
-                for (device, ms) in seen {
-                    pending.seen(&device, ms, now, &mut out.effect);
+                    changes
+                        .iter()
+                        .filter_map(|c| last_seen(&c.key, c.row.as_deref()?, column))
+                        .for_each(&mut record);
                 }
             }
         })
