@@ -45,6 +45,10 @@ pub struct Metrics {
     pub publish_lag_seconds: Gauge,
     /// `wearflow_view_freshness_seconds`: record arrival until readable in the serving store.
     pub freshness_seconds: Histogram,
+    /// `wearflow_simulator_started_seconds`: Unix time at which a paced simulator's clock stood
+    /// at its start (0 without one). A record of event time `t` exists from this plus
+    /// `(t - start) / speed`: what an observer times the engine's latency from.
+    pub simulator_started_seconds: Gauge,
     /// `wearflow_http_request_duration_seconds{route,method,status}`; `route` is the matched
     /// route template (`/views/{name}`), never the raw path.
     pub http_request_seconds: HistogramVec,
@@ -297,6 +301,13 @@ impl Metrics {
                 &["reason"],
             ),
         );
+        let simulator_started_seconds = register(
+            &registry,
+            Gauge::new(
+                "wearflow_simulator_started_seconds",
+                "Unix time at which a paced simulator's clock stood at its start (0: none).",
+            ),
+        );
         let archive_queue = register(
             &registry,
             IntGauge::new(
@@ -333,6 +344,7 @@ impl Metrics {
             snapshot_as_of_ms,
             publish_lag_seconds,
             freshness_seconds,
+            simulator_started_seconds,
             http_request_seconds,
             dead_letters,
             auth_failures,

@@ -163,6 +163,10 @@ enum Control {
     Published,
 }
 
+/// How often a paced (real-time or accelerated) simulator is polled: a reading waits for the
+/// next poll, and every poll is a tick of its own through the whole dataflow.
+const PACED_POLL: Duration = Duration::from_millis(5);
+
 /// Where worker 0 gets records from.
 enum Driver {
     Simulator {
@@ -1104,6 +1108,19 @@ pub fn run_with_log(
         fail_fast_on_lost_peers();
     }
     let (drivers, readers) = Driver::open_all(config, &topology)?;
+    for driver in drivers.iter().flatten() {
+        if let Driver::Simulator {
+            speed, wall_start, ..
+        } = driver
+            && *speed > 0.0
+        {
+            let started = std::time::SystemTime::now() - wall_start.elapsed();
+            let seconds = started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            metrics.simulator_started_seconds.set(seconds);
+        }
+    }
     let drivers: Arc<Vec<Mutex<Option<Driver>>>> =
         Arc::new(drivers.into_iter().map(Mutex::new).collect());
     let dead_letters = DeadLetterFile::open(&config.data_dir.join("dead_letters.jsonl"))?;
@@ -1668,7 +1685,16 @@ pub fn run_with_log(
             if let Driver::Simulator { speed, .. } = &driver
                 && *speed > 0.0
             {
-                std::thread::sleep(Duration::from_millis(20));
+                // A paced simulator is polled every PACED_POLL; until then the worker goes on
+                // computing (a sleep here held back this worker's share of the last tick).
+                let until = tick_began + PACED_POLL;
+                loop {
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    worker.step_or_park(Some(until - now));
+                }
             }
         }
         shared

@@ -15,6 +15,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 
 mod cluster;
+mod freshness;
 mod kafka;
 mod limit;
 mod peers;
@@ -104,6 +105,29 @@ enum Command {
         /// frontier back.
         #[arg(long, default_value_t = 200)]
         idle_ms: u64,
+    },
+    /// Freshness in process: the simulator paced in real time at `--rate` events/s into the
+    /// engine; each telemetry reading's arrival until its effect is readable over HTTP
+    /// (`GET /views/tooth_wear/changes`).
+    Freshness {
+        /// Events per second (telemetry, orders, stock).
+        #[arg(long, default_value_t = 20_000.0)]
+        rate: f64,
+        /// Seconds measured.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// Seconds run before measuring.
+        #[arg(long, default_value_t = 5.0)]
+        warmup_seconds: f64,
+        /// Machines in the simulated fleet.
+        #[arg(long, default_value_t = 50)]
+        machines: usize,
+        /// Timely workers.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Record time spent per operator and report the N operators with the most own time.
+        #[arg(long, default_value_t = 0)]
+        operators: usize,
     },
     /// The ceiling: a minimal differential count and sum per key over the same events.
     Limit {
@@ -306,6 +330,25 @@ fn main() -> anyhow::Result<()> {
                 operators,
             )?;
             println!("{result}");
+            Ok(())
+        }
+        Command::Freshness {
+            rate,
+            seconds,
+            warmup_seconds,
+            machines,
+            workers,
+            operators,
+        } => {
+            let plan = freshness::Plan {
+                rate,
+                seconds,
+                warmup_seconds,
+                machines,
+                workers,
+                operators,
+            };
+            println!("{}", freshness::run(&plan)?);
             Ok(())
         }
         Command::Limit {

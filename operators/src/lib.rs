@@ -20,6 +20,7 @@
 pub mod drift;
 pub mod error;
 pub mod fold_by_key;
+pub mod hold;
 pub mod latest_by_key;
 pub mod ledger;
 pub mod moments;
@@ -37,6 +38,7 @@ pub mod testing;
 pub use drift::{CentredMoments, Drift, fit_drift};
 pub use error::{Error, ErrorRecord};
 pub use fold_by_key::FoldByKey;
+pub use hold::HoldUntilDue;
 pub use latest_by_key::LatestByKey;
 pub use ledger::Ledger;
 pub use moments::Moments;

@@ -5,7 +5,7 @@ use differential_dataflow::{ExchangeData, Hashable};
 use differential_dataflow::difference::Multiply;
 
 use crate::time::{MS_PER_HOUR, ceil_to};
-use crate::{Collection, Moments, Time};
+use crate::{Collection, HoldUntilDue, Moments, Time};
 
 /// Maintains the regression sums of `value` against `event_ts` per key over a window.
 ///
@@ -42,6 +42,7 @@ impl<'scope, K: ExchangeData + Hashable> Trend<'scope, K> for Collection<'scope,
                 (key, expiry, moments.multiply(&-1)),
             ]
         })
+        .hold_until_due("trend: until due")
         .count()
     }
 }

@@ -2,7 +2,7 @@
 
 use differential_dataflow::ExchangeData;
 
-use crate::{Collection, Diff, Time};
+use crate::{Collection, Diff, HoldUntilDue, Time};
 
 /// Restricts a stream of timestamped records to a sliding event-time window.
 ///
@@ -31,6 +31,7 @@ impl<'scope, D: ExchangeData> Window<'scope, D> for Collection<'scope, (D, Time)
             let expiry = event_ts.saturating_add(window_ms);
             [(data.clone(), 0, 1 as Diff), (data, expiry, -1)]
         })
+        .hold_until_due("window: until due")
     }
 }
 
