@@ -51,8 +51,32 @@ fn ready_status(runtime: &tokio::runtime::Runtime, base: &str) -> Option<u16> {
     })
 }
 
+/// `wearflow_simulator_started_seconds` from `/metrics`.
+fn simulator_started(runtime: &tokio::runtime::Runtime, base: &str) -> f64 {
+    let text = runtime.block_on(async {
+        reqwest::get(format!("{base}/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    });
+    text.lines()
+        .find_map(|l| l.strip_prefix("wearflow_simulator_started_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the gauge is exported")
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
 fn stops_cleanly_on(signal: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
+    let launched = unix_now();
     let (mut child, base, lines) = start_demo(dir.path());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -63,6 +87,12 @@ fn stops_cleanly_on(signal: &str) {
         assert!(Instant::now() < deadline, "the demo never became ready");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The paced simulator's start, which observers time arrivals from, is this run's.
+    let started = simulator_started(&runtime, &base);
+    assert!(
+        started >= launched - 1.0 && started <= unix_now(),
+        "simulator started at {started}, launched at {launched}"
+    );
     let sent = Command::new("kill")
         .args([format!("-{signal}"), child.id().to_string()])
         .status()
