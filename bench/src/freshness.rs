@@ -36,29 +36,49 @@ use crate::kafka::percentile;
 const START_OFFSET_MS: u64 = 7 * 3_600_000;
 
 /// What to measure.
+#[derive(clap::Args)]
 pub(crate) struct Plan {
-    /// Telemetry, orders and stock events per wall-clock second.
-    pub(crate) rate: f64,
+    /// Events per second (telemetry, orders, stock).
+    #[arg(long, default_value_t = 20_000.0)]
+    rate: f64,
     /// Seconds measured.
-    pub(crate) seconds: f64,
-    /// Seconds run before measuring (not counted).
-    pub(crate) warmup_seconds: f64,
-    /// Machines of the fleet.
-    pub(crate) machines: usize,
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+    /// Seconds run before measuring.
+    #[arg(long, default_value_t = 5.0)]
+    warmup_seconds: f64,
+    /// Machines in the simulated fleet.
+    #[arg(long, default_value_t = 50)]
+    machines: usize,
     /// Timely workers.
-    pub(crate) workers: usize,
-    /// Report the N operators with the most own time (0 = do not record).
-    pub(crate) operators: usize,
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Record time spent per operator and report the N operators with the most own time.
+    #[arg(long, default_value_t = 0)]
+    operators: usize,
 }
 
 /// Readings still waiting for their effect, per device, in event-time order.
 #[derive(Default)]
 struct Waiting {
     by_device: HashMap<String, VecDeque<u64>>,
+    /// Readings in `by_device`.
+    left: usize,
     latencies: Vec<f64>,
 }
 
 impl Waiting {
+    fn add(&mut self, device: &str, ts: u64) {
+        match self.by_device.get_mut(device) {
+            Some(queue) => queue.push_back(ts),
+            None => {
+                self.by_device
+                    .insert(device.to_string(), VecDeque::from([ts]));
+            }
+        }
+        self.left += 1;
+    }
+
     /// `tooth_wear` shows `device` seen at `last_seen` at Unix time `now`: every reading of the
     /// device up to then is readable.
     fn seen(&mut self, device: &str, last_seen: u64, now: f64, arrival: impl Fn(u64) -> f64) {
@@ -69,12 +89,9 @@ impl Waiting {
                 }
                 self.latencies.push(now - arrival(ts));
                 queue.pop_front();
+                self.left -= 1;
             }
         }
-    }
-
-    fn remaining(&self) -> usize {
-        self.by_device.values().map(VecDeque::len).sum()
     }
 }
 
@@ -128,19 +145,14 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<serde_json::Value> {
     let mut sim = Simulator::new(sim_config);
     let mut all = Vec::new();
     sim.advance(start + span_ms, &mut all);
-    let mut measured = 0usize;
     for event in &all {
         if let Event::Telemetry(t) = event
             && t.ts.0 >= measured_from
         {
-            measured += 1;
-            waiting
-                .by_device
-                .entry(t.device_id.clone())
-                .or_default()
-                .push_back(t.ts.0);
+            waiting.add(&t.device_id, t.ts.0);
         }
     }
+    let measured = waiting.left;
     waiting
         .by_device
         .values_mut()
@@ -261,7 +273,7 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<serde_json::Value> {
                         }
                     }
                 }
-                if waiting.remaining() == 0 {
+                if waiting.left == 0 {
                     break;
                 }
                 // After the engine has published its end, give the stream a little longer.
@@ -286,7 +298,8 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<serde_json::Value> {
     tokio.block_on(server)??;
     std::fs::remove_dir_all(&data_dir).ok();
 
-    let mut latencies = waiting.latencies.clone();
+    let unseen = waiting.left;
+    let mut latencies = waiting.latencies;
     latencies.sort_by(f64::total_cmp);
     let ms = |q: f64| percentile(&latencies, q) * 1000.0;
     eprintln!(
@@ -297,19 +310,7 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<serde_json::Value> {
         ms(0.99),
         ms(1.0)
     );
-    let operators: Vec<serde_json::Value> = log
-        .map(|log| log.operator_times())
-        .unwrap_or_default()
-        .into_iter()
-        .take(plan.operators)
-        .map(|op| {
-            serde_json::json!({
-                "name": op.name,
-                "address": op.address,
-                "own_seconds": op.own.as_secs_f64(),
-            })
-        })
-        .collect();
+    let operators = crate::top_operators(log.as_deref(), plan.operators);
     Ok(serde_json::json!({
         "top_operators": operators,
         "benchmark": "freshness",
@@ -324,7 +325,7 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<serde_json::Value> {
         "warmup_seconds": plan.warmup_seconds,
         "measured_readings": measured,
         "readable_readings": latencies.len(),
-        "unseen_readings": waiting.remaining(),
+        "unseen_readings": unseen,
         "sse_events": sse_events,
         "p50_ms": ms(0.5),
         "p90_ms": ms(0.9),

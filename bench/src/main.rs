@@ -109,26 +109,7 @@ enum Command {
     /// Freshness in process: the simulator paced in real time at `--rate` events/s into the
     /// engine; each telemetry reading's arrival until its effect is readable over HTTP
     /// (`GET /views/tooth_wear/changes`).
-    Freshness {
-        /// Events per second (telemetry, orders, stock).
-        #[arg(long, default_value_t = 20_000.0)]
-        rate: f64,
-        /// Seconds measured.
-        #[arg(long, default_value_t = 20.0)]
-        seconds: f64,
-        /// Seconds run before measuring.
-        #[arg(long, default_value_t = 5.0)]
-        warmup_seconds: f64,
-        /// Machines in the simulated fleet.
-        #[arg(long, default_value_t = 50)]
-        machines: usize,
-        /// Timely workers.
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-        /// Record time spent per operator and report the N operators with the most own time.
-        #[arg(long, default_value_t = 0)]
-        operators: usize,
-    },
+    Freshness(freshness::Plan),
     /// The ceiling: a minimal differential count and sum per key over the same events.
     Limit {
         #[command(flatten)]
@@ -332,22 +313,7 @@ fn main() -> anyhow::Result<()> {
             println!("{result}");
             Ok(())
         }
-        Command::Freshness {
-            rate,
-            seconds,
-            warmup_seconds,
-            machines,
-            workers,
-            operators,
-        } => {
-            let plan = freshness::Plan {
-                rate,
-                seconds,
-                warmup_seconds,
-                machines,
-                workers,
-                operators,
-            };
+        Command::Freshness(plan) => {
             println!("{}", freshness::run(&plan)?);
             Ok(())
         }
@@ -495,20 +461,7 @@ fn ingest(
         "ingested {} events in {seconds:.2} s with {workers} workers; {rows} view rows at as_of {}",
         summary.records, snapshot.as_of
     );
-    let operators: Vec<serde_json::Value> = log
-        .map(|log| log.operator_times())
-        .unwrap_or_default()
-        .into_iter()
-        .take(top_operators)
-        .map(|op| {
-            serde_json::json!({
-                "name": op.name,
-                "address": op.address,
-                "own_seconds": op.own.as_secs_f64(),
-                "seconds": op.total.as_secs_f64(),
-            })
-        })
-        .collect();
+    let operators = crate::top_operators(log.as_deref(), top_operators);
     let mut result = serde_json::json!({
         "benchmark": "ingest",
         "machines": machines,
@@ -532,6 +485,26 @@ fn ingest(
         result["top_operators"] = operators.into();
     }
     Ok(result)
+}
+
+/// The `n` operators with the most own time in `log`, as JSON (empty without a log).
+pub(crate) fn top_operators(
+    log: Option<&wearflow::introspection::DataflowLog>,
+    n: usize,
+) -> Vec<serde_json::Value> {
+    log.map(|log| log.operator_times())
+        .unwrap_or_default()
+        .into_iter()
+        .take(n)
+        .map(|op| {
+            serde_json::json!({
+                "name": op.name,
+                "address": op.address,
+                "own_seconds": op.own.as_secs_f64(),
+                "seconds": op.total.as_secs_f64(),
+            })
+        })
+        .collect()
 }
 
 /// Every benchmark in one run, one JSON file, one table.

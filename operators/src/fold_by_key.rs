@@ -122,17 +122,26 @@ where
                                 }
                             }
                         }
-                        match pending.keys().next() {
-                            Some(next) => {
-                                if let Some(h) = held.as_mut() {
-                                    h.downgrade(next);
-                                }
-                            }
-                            None => held = None,
-                        }
+                        hold_at_first(&mut held, &pending);
                     }
                 },
             )
             .as_collection()
+    }
+}
+
+/// Moves `capability` to the first time of `pending`, or drops it when nothing is pending.
+/// It must be at or before every pending time already.
+pub(crate) fn hold_at_first<V>(
+    capability: &mut Option<Capability<Time>>,
+    pending: &BTreeMap<Time, V>,
+) {
+    match pending.keys().next() {
+        Some(next) => {
+            if let Some(c) = capability.as_mut() {
+                c.downgrade(next);
+            }
+        }
+        None => *capability = None,
     }
 }

@@ -11,6 +11,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
 
+use crate::fold_by_key::hold_at_first;
 use crate::{Collection, Time};
 
 /// Passes a collection's updates on unchanged, but each one only once the input frontier has
@@ -100,14 +101,7 @@ where
                                 session.give((record, time, diff));
                             }
                         }
-                        match held.keys().next() {
-                            Some(next) => {
-                                if let Some(c) = capability.as_mut() {
-                                    c.downgrade(next);
-                                }
-                            }
-                            None => capability = None,
-                        }
+                        hold_at_first(&mut capability, &held);
                     }
                 },
             )
